@@ -1,0 +1,266 @@
+"""One trial: train_epoch() and evaluate() over tensors on the trial's device, and the Ray Tune trainable.
+
+The data lives on the device as normalised float tensors for the whole trial; a batch is an index slice of a per-epoch
+permutation, so the hot loop has no DataLoader, no collation and no host-to-device copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysweep.config import ConfigError, TrialConfig
+from raysweep.models import build_model
+from raysweep.optim import build_optimizer, lr_at, steps_per_epoch
+from raysweep.regularize import EarlyStopping, Penalty, build_penalty
+
+__all__ = ["ConfigError", "DeviceData", "TrialConfig", "evaluate", "run_trial", "train_epoch", "trainable"]
+
+log = logging.getLogger(__name__)
+
+DIVERGED_LOSS = 1e3  # a cross-entropy this large means the weights have blown up; 10 classes start near 2.3
+DIVERGENCE_CHECK_STEPS = 64  # look at the loss this often: each look syncs a GPU, so not every step
+FULL_BATCH_CHUNK = 8192  # batch GD accumulates gradients over chunks of this many examples to bound memory
+EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """Normalised float images (N, C, H, W) and int64 labels on one device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, data: Any, *, device: torch.device | str) -> DeviceData:
+        """From a raysweep.data.Dataset (uint8 arrays + per-channel mean/std), normalised once per trial."""
+        mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+
+        def images(x: np.ndarray) -> torch.Tensor:
+            # The object store hands out read-only arrays; torch.tensor copies them onto the device.
+            return (torch.tensor(np.asarray(x), device=device).float().div_(255.0) - mean) / std
+
+        def labels(y: np.ndarray) -> torch.Tensor:
+            return torch.tensor(np.asarray(y), device=device).long()
+
+        return cls(images(data.x_train), labels(data.y_train), images(data.x_val), labels(data.y_val))
+
+
+def _forward_backward(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    *,
+    config: TrialConfig,
+    penalty: Penalty | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backpropagate scale x (cross-entropy [+ recon_weight x MSE] [+ penalty]) of one batch.
+
+    Returns the batch's summed cross-entropy, its correct count and its summed reconstruction MSE, as tensors, so the
+    caller accumulates without a device sync.
+    """
+    logits, recon = model.training_outputs(xb)  # (B, classes), (B, C, H, W) or None
+    loss = F.cross_entropy(logits, yb)
+    objective = loss
+    recon_sum = None
+    if recon is not None:
+        recon_loss = F.mse_loss(recon, xb)
+        objective = objective + config.recon_weight * recon_loss
+        recon_sum = recon_loss.detach() * len(yb)
+    if penalty is not None:
+        objective = objective + penalty()
+    (objective * scale if scale != 1.0 else objective).backward()
+    return loss.detach() * len(yb), (logits.argmax(dim=1) == yb).sum(), recon_sum
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceData,
+    *,
+    config: TrialConfig,
+    penalty: Penalty | None,
+    first_step: int,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """One pass over the training split.
+
+    Returns train_loss (mean cross-entropy), train_acc, lr (of the last step), steps (the step count after this
+    epoch), diverged, and recon_loss for an autoencoder.
+    """
+    model.train()
+    x, y = data.x_train, data.y_train
+    n = len(y)
+    per_epoch = steps_per_epoch(config, num_train=n)
+    full_batch = config.batch_size == "full"
+    batch = n if full_batch else config.batch_size
+    order = torch.randperm(n, generator=generator).to(x.device)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    recon_sum = torch.zeros((), device=x.device)
+    step, seen, diverged = first_step, 0, False
+    for start in range(0, n, batch):
+        idx = order[start : start + batch]
+        optimizer.zero_grad(set_to_none=True)
+        # Batch GD adds up the gradients of bounded chunks into the full-split gradient: one step per epoch.
+        chunk = FULL_BATCH_CHUNK if full_batch else batch
+        for offset in range(0, len(idx), chunk):
+            part = idx[offset : offset + chunk]
+            losses, hits, recons = _forward_backward(
+                model,
+                x[part],
+                y[part],
+                config=config,
+                penalty=penalty if offset == 0 else None,
+                scale=len(part) / len(idx),
+            )
+            loss_sum += losses
+            correct += hits
+            if recons is not None:
+                recon_sum += recons
+        lr = lr_at(config, step=step, steps_per_epoch=per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        step += 1
+        seen += len(idx)
+        # NaN fails the comparison too. Checked every few steps only: each check syncs a GPU.
+        if (step % DIVERGENCE_CHECK_STEPS == 0 or seen == n) and not loss_sum.item() / seen < DIVERGED_LOSS:
+            diverged = True
+            break
+    metrics = {
+        "train_loss": loss_sum.item() / seen,
+        "train_acc": correct.item() / seen,
+        "lr": lr,
+        "steps": step,
+        "diverged": diverged,
+    }
+    if recon_sum.item() > 0:
+        metrics["recon_loss"] = recon_sum.item() / seen
+    return metrics
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prefix: str = "val") -> dict[str, float]:
+    """Mean cross-entropy and accuracy (and reconstruction MSE for an autoencoder) on one split."""
+    model.eval()
+    loss_sum, correct, recon_sum = 0.0, 0, 0.0
+    for start in range(0, len(y), EVAL_BATCH):
+        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        logits, recon = model.training_outputs(xb)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == yb).sum().item()
+        if recon is not None:
+            recon_sum += F.mse_loss(recon, xb, reduction="sum").item() / xb[0].numel()
+    metrics = {f"{prefix}_loss": loss_sum / len(y), f"{prefix}_acc": correct / len(y)}
+    if recon_sum:
+        metrics[f"{prefix}_recon_loss"] = recon_sum / len(y)
+    return metrics
+
+
+def run_trial(
+    config: TrialConfig,
+    data: Any,
+    *,
+    device: torch.device | str = "cpu",
+    state: dict | None = None,
+) -> Iterator[tuple[dict[str, Any], dict]]:
+    """Train epoch by epoch, yielding (metrics, state) after each; `state` resumes from a checkpoint's state."""
+    # data -> device tensors
+    tensors = DeviceData.from_arrays(data, device=device)
+    # model, optimizer, penalty, early stopping: all seeded, so one config and seed give one result on the CPU
+    torch.manual_seed(config.seed)
+    model = build_model(config, input_shape=data.input_shape, num_classes=data.num_classes).to(device)
+    optimizer = build_optimizer(model.parameters(), config)
+    penalty = build_penalty(model, config)
+    stopper = EarlyStopping(patience=config.patience, min_delta=config.min_delta)
+    generator = torch.Generator().manual_seed(config.seed)
+    epoch, step = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper = EarlyStopping(**state["early_stopping"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        epoch, step = state["epoch"], state["step"]
+
+    while epoch < config.max_epochs:
+        epoch += 1
+        started = time.perf_counter()
+        metrics = train_epoch(
+            model, optimizer, tensors, config=config, penalty=penalty, first_step=step, generator=generator
+        )
+        step = metrics.pop("steps")
+        metrics |= evaluate(model, tensors.x_val, tensors.y_val)
+        metrics["diverged"] = metrics["diverged"] or not math.isfinite(metrics["val_loss"])
+        metrics["early_stopped"] = not metrics["diverged"] and stopper.should_stop(metrics["val_loss"])
+        metrics["epoch"] = epoch
+        metrics["epoch_time_s"] = time.perf_counter() - started
+        state = {  # copies: the caller may keep it while training goes on
+            "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "early_stopping": vars(stopper).copy(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "step": step,
+        }
+        yield metrics, state
+        if metrics["diverged"] or metrics["early_stopped"]:
+            return
+
+
+def pick_device(*, gpus_assigned: int) -> torch.device:
+    """CUDA when Ray gave the trial a GPU and one is visible; otherwise the CPU, saying why if a GPU was expected."""
+    if gpus_assigned and torch.cuda.is_available():
+        return torch.device("cuda")
+    if gpus_assigned:
+        log.warning("Ray assigned a GPU to this trial but torch sees no CUDA device; training on the CPU")
+    return torch.device("cpu")
+
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def trainable(config: dict[str, Any], *, data: Any) -> None:
+    """The Ray Tune function trainable: one trial, reporting metrics and a checkpoint after every epoch."""
+    import ray
+    from ray import tune
+
+    trial = TrialConfig.from_dict(config)
+    resources = ray.get_runtime_context().get_assigned_resources()
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
+    device = pick_device(gpus_assigned=math.ceil(resources.get("GPU", 0)))
+    state = None
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+
+    for metrics, epoch_state in run_trial(trial, data, device=device, state=state):
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(epoch_state, Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def load_model(checkpoint_dir: str | Path, config: TrialConfig, *, input_shape: tuple, num_classes: int) -> nn.Module:
+    """Rebuild a trial's model from one of its checkpoints (on the CPU)."""
+    state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    model = build_model(config, input_shape=input_shape, num_classes=num_classes)
+    model.load_state_dict(state["model"])
+    return model.eval()
