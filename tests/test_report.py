@@ -1,0 +1,200 @@
+"""The sweep report, rebuilt from a real MLflow store (sqlite under tmp_path) holding a hand-made sweep record."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from raysweep import report
+
+EXPERIMENT = "optimizers_demo"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (optimizer, lr, status, per-epoch (train_loss, val_loss, train_acc, val_acc)); epochs count from 1.
+TRIALS = [
+    ("adam", "0.001", "completed", [(1.0, 1.1, 0.60, 0.55), (0.6, 0.7, 0.80, 0.75), (0.4, 0.5, 0.90, 0.85)]),
+    ("adam", "0.01", "early_stopped", [(1.2, 1.3, 0.50, 0.45)]),
+    ("sgd", "0.001", "completed", [(2.0, 2.0, 0.30, 0.30), (1.5, 1.6, 0.50, 0.48), (1.2, 1.3, 0.60, 0.58)]),
+    ("sgd", "0.01", "diverged", [(3.0, 3.5, 0.20, 0.15), (1e9, math.inf, 0.10, 0.10), (math.nan, math.nan, 0.1, 0.1)]),
+    ("adam", "0.1", "failed", []),  # crashed before its first epoch: no metrics at all
+]
+
+
+def _log_trial(client: MlflowClient, experiment_id: str, parent_id: str, index: int, trial: tuple) -> str:
+    optimizer, lr, status, epochs = trial
+    run = client.create_run(experiment_id, run_name=f"{optimizer} lr={lr}", start_time=2000 + index, tags={
+        "raysweep.role": "trial", "mlflow.parentRunId": parent_id, "raysweep.status": status,
+        "raysweep.stopped_epoch": str(len(epochs)), "raysweep.trial_id": f"train_fn_{index:05d}"})
+    params = {"optimizer": optimizer, "lr": lr, "batch_size": "64", "hidden": "128", "regularizer": "l2",
+              "regularizer.alpha": "0.0001"}
+    if optimizer == "sgd":  # a conditional param: only SGD trials have a momentum
+        params["optimizer.momentum"] = "0.9"
+    metrics = [Metric(key, value, 1000 * epoch, epoch)
+               for epoch, values in enumerate(epochs, start=1)
+               for key, value in zip(("train_loss", "val_loss", "train_acc", "val_acc"), values, strict=True)]
+    metrics += [Metric("epoch_time_s", 2.5, 1000 * e, e) for e in range(1, len(epochs) + 1)]
+    metrics += [Metric("lr", float(lr), 1000 * e, e) for e in range(1, len(epochs) + 1)]
+    if index == 0:  # the best trial alone was evaluated on the test split
+        metrics += [Metric("test_loss", 0.45, 9000, len(epochs)), Metric("test_acc", 0.84, 9000, len(epochs))]
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(run.info.run_id, "FAILED" if status == "failed" else "FINISHED")
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    """One older sweep run with a single trial, then the latest sweep run with the four TRIALS."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
+    old = client.create_run(experiment_id, run_name="old", start_time=1000, tags={"raysweep.role": "sweep"})
+    _log_trial(client, experiment_id, old.info.run_id, 9, ("rmsprop", "0.1", "completed", [(1, 1, 0.5, 0.5)]))
+    parent = client.create_run(experiment_id, run_name="sweep", start_time=1500, tags={"raysweep.role": "sweep"})
+    client.log_param(parent.info.run_id, "searched", json.dumps(["optimizer", "lr"]))
+    children = [_log_trial(client, experiment_id, parent.info.run_id, i, t) for i, t in enumerate(TRIALS)]
+    return {"uri": uri, "parent": parent.info.run_id, "old_parent": old.info.run_id, "children": children}
+
+
+@pytest.fixture(scope="module")
+def data(store) -> report.SweepData:
+    return report.collect(experiment_name=EXPERIMENT, tracking_uri=store["uri"])
+
+
+@pytest.fixture(scope="module")
+def written(data, tmp_path_factory) -> list[Path]:
+    return report.write_report(data, out_dir=tmp_path_factory.mktemp("report"))
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_collect_reads_the_latest_sweep_run_and_one_summary_row_per_trial(data, store):
+    assert data.parent_run_id == store["parent"]
+    assert list(data.summary.run_id) == store["children"]
+    assert data.searched == ("optimizer", "lr")
+
+
+def test_collect_reads_an_older_sweep_run_when_given_its_id(store):
+    data = report.collect(experiment_name=EXPERIMENT, tracking_uri=store["uri"], parent_run_id=store["old_parent"])
+    assert data.summary.optimizer.tolist() == ["rmsprop"]
+    assert data.summary.label.tolist() == ["rmsprop l2"]  # nothing varies: optimizer and regularizer name it
+
+
+def test_summary_holds_epochs_status_wall_time_and_final_metrics(data):
+    rows = data.summary.set_index(data.summary.optimizer + " " + data.summary.lr.astype(str))
+    assert rows.loc["adam 0.001", ["status", "epochs", "wall_time_s"]].tolist() == ["completed", 3, 7.5]
+    assert rows.loc["adam 0.01", ["status", "epochs"]].tolist() == ["early_stopped", 1]
+    assert rows.loc["adam 0.001", "final_val_acc"] == pytest.approx(0.85)
+    assert rows.loc["adam 0.001", "best_val_acc"] == pytest.approx(0.85)
+    assert rows.loc["adam 0.001", "test_acc"] == pytest.approx(0.84)
+    assert math.isnan(rows.loc["sgd 0.001", "test_acc"])
+    assert rows.loc["sgd 0.01", "status"] == "diverged"
+    assert math.isnan(rows.loc["sgd 0.01", "final_val_loss"])
+    assert rows.loc["sgd 0.01", "best_val_acc"] == pytest.approx(0.15)
+    assert rows.loc["adam 0.1", ["status", "epochs", "wall_time_s"]].tolist() == ["failed", 0, 0.0]
+
+
+def test_params_come_back_typed_and_infinity_survives_the_sql_store(data):
+    assert data.summary.lr.tolist() == [0.001, 0.01, 0.001, 0.01, 0.1]
+    assert data.summary["optimizer.momentum"].isna().tolist() == [True, True, False, False, True]
+    diverged = data.history[(data.history.label == data.summary.label.iloc[3]) & (data.history.metric == "val_loss")]
+    assert diverged.value.iloc[1] == math.inf
+
+
+def test_labels_name_only_the_varying_searched_params(data):
+    assert data.summary.label.tolist() == ["adam lr=1e-3", "adam lr=0.01", "sgd lr=1e-3", "sgd lr=0.01", "adam lr=0.1"]
+
+
+def test_label_trials_leads_with_the_optimizer_and_formats_numbers_short():
+    params = pd.DataFrame({"optimizer": ["adam", "sgd", "sgd"], "lr": ["0.001", "0.01", "0.0003"],
+                           "optimizer.momentum": [None, "0.9", "0.9"], "hidden": ["128", "128", "128"]})
+    assert report.label_trials(params) == ["adam lr=1e-3", "sgd lr=0.01 momentum=0.9", "sgd lr=3e-4 momentum=0.9"]
+
+
+def test_label_trials_numbers_repeated_labels():
+    params = pd.DataFrame({"optimizer": ["adam", "adam", "sgd", "adam"], "seed": [1, 1, 1, 1]})
+    assert report.label_trials(params) == ["adam", "adam #2", "sgd", "adam #3"]
+
+
+def test_searched_params_default_to_those_that_vary_when_the_sweep_run_does_not_list_them(store):
+    client = MlflowClient(tracking_uri=store["uri"])
+    experiment_id = client.create_experiment("no_searched_param")
+    parent = client.create_run(experiment_id, tags={"raysweep.role": "sweep"})
+    for batch_size in ("32", "256"):
+        run = client.create_run(experiment_id, tags={"raysweep.role": "trial", "raysweep.status": "completed",
+                                                     "mlflow.parentRunId": parent.info.run_id})
+        client.log_batch(run.info.run_id, metrics=[Metric("val_acc", 0.5, 0, 1)],
+                         params=[Param("optimizer", "adam"), Param("batch_size", batch_size)])
+    data = report.collect(experiment_name="no_searched_param", tracking_uri=store["uri"])
+    assert data.searched == ("batch_size",)
+    assert sorted(data.summary.label) == ["batch_size=256", "batch_size=32"]
+
+
+def test_every_chart_is_a_non_empty_png(written):
+    names = {p.name for p in written}
+    expected = {"summary.csv", "training_time.png", "final_val_loss.png", "final_val_acc.png",
+                "learning_curves.png", "final_val_acc_vs_optimizer.png", "final_val_acc_vs_lr.png"}
+    assert expected <= names
+    assert all(_is_png(p) for p in written if p.suffix == ".png")
+
+
+def test_one_convergence_plot_per_trial(written, data):
+    convergence = sorted(p.name for p in written if p.parent.name == "convergence")
+    assert convergence == sorted(["adam_lr_1e-3.png", "adam_lr_0.01.png", "sgd_lr_1e-3.png", "sgd_lr_0.01.png",
+                                  "adam_lr_0.1.png"])
+    assert all(_is_png(p) for p in written if p.parent.name == "convergence")
+
+
+def test_summary_csv_has_one_row_per_trial_with_params_and_status(written):
+    table = pd.read_csv(next(p for p in written if p.name == "summary.csv"))
+    assert len(table) == len(TRIALS)
+    assert {"optimizer", "lr", "batch_size", "status", "epochs", "wall_time_s", "final_val_acc"} <= set(table)
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(report.__file__).parents[1])}
+    return subprocess.run([sys.executable, "-m", "raysweep.report", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rebuilds_the_report_from_mlflow_and_logs_it_to_the_sweep_run(store, tmp_path):
+    result = _run_cli(EXPERIMENT, "--tracking-uri", store["uri"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "results" / EXPERIMENT / "report"
+    assert f"results/{EXPERIMENT}/report" in result.stdout  # it says where it wrote
+    assert len(pd.read_csv(out / "summary.csv")) == len(TRIALS)
+    assert _is_png(out / "learning_curves.png")
+    client = MlflowClient(tracking_uri=store["uri"])
+    logged = {a.path for a in client.list_artifacts(store["parent"], "report")}
+    assert {"report/summary.csv", "report/learning_curves.png", "report/convergence"} <= logged
+    assert len(client.list_artifacts(store["parent"], "report/convergence")) == len(TRIALS)
+    assert client.list_artifacts(store["old_parent"]) == []
+
+
+def test_cli_reports_an_unknown_experiment_in_one_line_and_exits_2(store, tmp_path, capfd):
+    code = report.main(["no_such_sweep", "--tracking-uri", store["uri"], "--out", str(tmp_path / "out")])
+    err = capfd.readouterr().err  # file-descriptor level: log lines from MLflow would show up here too
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "no_such_sweep" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_an_experiment_without_trial_runs_in_one_line_and_exits_2(store, tmp_path, capfd):
+    MlflowClient(tracking_uri=store["uri"]).create_experiment("never_ran")
+    code = report.main(["never_ran", "--tracking-uri", store["uri"], "--out", str(tmp_path / "out")])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "never_ran" in err
