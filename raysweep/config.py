@@ -65,9 +65,10 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
+        """From Tune's config: flat, or nested under a conditional choice's name (flattened first)."""
         hints = typing.get_type_hints(cls)
         kwargs = {}
-        for key, value in values.items():
+        for key, value in flatten(values).items():
             name = key.replace(".", "_")
             if name not in hints:
                 valid = ", ".join(field_key(f.name) for f in dataclasses.fields(cls))
@@ -86,6 +87,17 @@ class TrialConfig:
             value = getattr(self, name)
             if not holds(value, self):
                 raise ConfigError(f"`{field_key(name)}` must be {rule}, but got {field_key(name)}={value!r}")
+
+
+def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune's config of a trial -> the flat settings it trains with: a conditional choice's dict merges in."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value))
+        else:
+            flat[key] = value
+    return flat
 
 
 _NAMESPACES = ("optimizer_", "schedule_", "regularizer_")

@@ -48,17 +48,17 @@ class DeviceData:
     @classmethod
     def from_arrays(cls, data: Any, *, device: torch.device | str) -> DeviceData:
         """From a raysweep.data.Dataset (uint8 arrays + per-channel mean/std), normalised once per trial."""
-        mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+        return cls(*to_tensors(data, data.x_train, data.y_train, device=device),
+                   *to_tensors(data, data.x_val, data.y_val, device=device))
 
-        def images(x: np.ndarray) -> torch.Tensor:
-            # The object store hands out read-only arrays; torch.tensor copies them onto the device.
-            return (torch.tensor(np.asarray(x), device=device).float().div_(255.0) - mean) / std
 
-        def labels(y: np.ndarray) -> torch.Tensor:
-            return torch.tensor(np.asarray(y), device=device).long()
-
-        return cls(images(data.x_train), labels(data.y_train), images(data.x_val), labels(data.y_val))
+def to_tensors(data: Any, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """uint8 images (N, C, H, W) -> float tensors normalised by the data set's training statistics; labels -> int64."""
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    # The object store hands out read-only arrays; torch.tensor copies them onto the device.
+    images = (torch.tensor(np.asarray(x), device=device).float().div_(255.0) - mean) / std
+    return images, torch.tensor(np.asarray(y), device=device).long()
 
 
 def _forward_backward(

@@ -1,0 +1,191 @@
+"""After Tuner.fit(): one row per trial, the best trial evaluated on the test split, the results CSV, the MLflow
+summary and report, and what the user reads at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from raysweep import sweep as sweeps
+
+if TYPE_CHECKING:
+    from ray.tune import ResultGrid
+
+    from raysweep.data import Dataset
+    from raysweep.tracking import SweepRun
+
+RESULTS_CSV = "trials.csv"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    results_dir: Path
+    table: pd.DataFrame  # one row per trial
+    best: dict[str, Any] | None  # the best trial's row, with test_loss / test_acc
+    sweep_run: SweepRun
+    missing: list[str] = field(default_factory=list)  # what could not be logged to MLflow
+
+
+def storage_uri(storage: str, name: str) -> str:
+    """Where Ray Tune keeps this sweep's runs: an absolute local folder, or a URI such as s3://bucket/path."""
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    return str(Path(storage).expanduser().resolve() / name)
+
+
+def latest_run(storage_path: str) -> str | None:
+    """The newest run folder under the sweep's storage that Ray Tune can restore, or None."""
+    import pyarrow.fs
+    from ray import tune
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    names = sorted((i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory), reverse=True)
+    return next((n for n in names if tune.Tuner.can_restore(f"{storage_path}/{n}")), None)
+
+
+def source_tags(sweep_file: Path) -> dict[str, str]:
+    """The sweep file and, when it lives in a git checkout, the commit it was run at."""
+    tags = {"raysweep.sweep_file": str(sweep_file)}
+    folder = sweep_file.resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return tags
+    return tags | {"mlflow.source.git.commit": commit, "raysweep.git_dirty": str(bool(dirty)).lower()}
+
+
+def status_of(last: dict[str, Any], *, max_epochs: int, failed: bool) -> str:
+    """completed / early_stopped (ours or ASHA's) / diverged / failed, from a trial's last result."""
+    if failed:
+        return "failed"
+    if last.get("diverged"):
+        return "diverged"
+    if last.get("early_stopped") or int(last.get("epoch", 0)) < max_epochs:
+        return "early_stopped"
+    return "completed"
+
+
+def trial_rows(sweep: sweeps.Sweep, grid: ResultGrid) -> pd.DataFrame:
+    rows = []
+    for result in grid:
+        last = result.metrics or {}
+        history = result.metrics_dataframe
+        scores = history[sweep.metric] if history is not None and sweep.metric in history else pd.Series(dtype=float)
+        best = scores.max() if sweep.mode == "max" else scores.min()
+        rows.append({
+            "trial_id": last.get("trial_id") or Path(result.path).name,
+            "status": status_of(last, max_epochs=sweep.max_epochs, failed=result.error is not None),
+            "epochs": int(last.get("epoch", 0)),
+            f"best_{sweep.metric}": best,
+            **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+            "wall_time_s": last.get("time_total_s"),
+            **sweeps.flatten(result.config or {}),
+            "path": result.path,
+        })
+    return pd.DataFrame(rows)
+
+
+def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run: SweepRun) -> Outcome:
+    """Rows, best trial on the test split, CSV, MLflow summary and report."""
+    from raysweep import report, tracking
+
+    table = trial_rows(sweep, grid)
+    results_dir = _local_results_dir(grid.experiment_path, sweep.name)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    score = f"best_{sweep.metric}"
+    # Diverged and failed trials are never the best, whatever their metric says.
+    candidates = table
+    if len(table):
+        usable = table.status.isin(["completed", "early_stopped"]) & table[score].map(sweeps.is_finite_number)
+        candidates = table[usable]
+    best = None
+    missing: list[str] = []
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    if len(candidates):
+        row = candidates.loc[candidates[score].idxmax() if sweep.mode == "max" else candidates[score].idxmin()]
+        result = next(r for r in grid if r.path == row["path"])
+        model, test = evaluate_on_test(result, dataset=dataset, metric=sweep.metric, mode=sweep.mode)
+        best = {**row.to_dict(), **test}
+        table.loc[row.name, ["test_loss", "test_acc"]] = test["test_loss"], test["test_acc"]
+        metrics = {"best_val_acc": float(row.get("best_val_acc", row["val_acc"])), "best_test_acc": test["test_acc"]}
+        try:
+            run_id = tracking.find_trial_run(sweep_run, row["trial_id"])
+            if run_id:
+                tags["raysweep.best_run_id"] = run_id
+                best["run_id"] = run_id
+                example = dataset.x_test[:2].astype("float32")
+                tracking.log_best_trial(sweep_run, child_run_id=run_id, test_metrics=test, model=model,
+                                        input_example=example)
+        except Exception as exc:  # MLflow down at the end: the CSV still holds every result
+            missing.append(f"best model and test metrics not logged: {str(exc).splitlines()[0]}")
+    csv_path = results_dir / RESULTS_CSV
+    table.drop(columns=["path"]).to_csv(csv_path, index=False)
+    artifacts = [csv_path]
+    try:
+        collected = report.collect(experiment_name=sweep.name, tracking_uri=sweep_run.tracking_uri,
+                                   parent_run_id=sweep_run.run_id)
+        report.write_report(collected, out_dir=results_dir / "report")
+        artifacts.append(results_dir / "report")
+    except Exception as exc:
+        missing.append(f"comparison report not written: {str(exc).splitlines()[0]}")
+    missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
+    return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
+
+
+def evaluate_on_test(result: Any, *, dataset: Dataset, metric: str, mode: str) -> tuple[Any, dict[str, float]]:
+    """Load the trial's best checkpoint and evaluate it once on the held-out test split (on the CPU)."""
+    from raysweep import train
+
+    config = train.TrialConfig.from_dict(sweeps.flatten(result.config))
+    checkpoint = result.get_best_checkpoint(metric, mode) or result.checkpoint
+    with checkpoint.as_directory() as folder:
+        model = train.load_model(folder, config, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    x, y = train.to_tensors(dataset, dataset.x_test, dataset.y_test, device="cpu")
+    return model, train.evaluate(model, x, y, prefix="test")
+
+
+def _local_results_dir(experiment_path: str, name: str) -> Path:
+    if "://" not in experiment_path:
+        return Path(experiment_path)
+    return Path("results") / name / Path(experiment_path.rstrip("/")).name  # remote storage: results stay local
+
+
+def print_summary(outcome: Outcome, *, seconds: float) -> None:
+    table = outcome.table
+    counts = table.status.value_counts().to_dict() if len(table) else {}
+    print(f"\nraysweep: {len(table)} trial(s) in {seconds:.0f} s: "
+          + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if outcome.best is None:
+        print("raysweep: no trial succeeded")
+    else:
+        best = outcome.best
+        settings = {k: v for k, v in best.items() if k not in table.columns or k in _config_columns(table)}
+        print(f"best trial {best['trial_id']}: val_acc={best['val_acc']:.4f} test_acc={best['test_acc']:.4f} "
+              f"after {best['epochs']} epoch(s)")
+        print("  config: " + ", ".join(f"{k}={v}" for k, v in settings.items() if _is_set(v)))
+    print(f"results: {outcome.results_dir / RESULTS_CSV} and {outcome.results_dir / 'report'}/")
+    run = outcome.sweep_run
+    print(f"MLflow: {run.tracking_uri} experiment id {run.experiment_id}, sweep run {run.run_id}")
+    for line in outcome.missing:
+        print(f"warning: {line}")
+
+
+def _config_columns(table: pd.DataFrame) -> list[str]:
+    fixed = {"trial_id", "status", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "wall_time_s", "path",
+             "test_loss", "test_acc"}
+    return [c for c in table.columns if c not in fixed and not c.startswith("best_")]
+
+
+def _is_set(value: Any) -> bool:
+    return not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,284 @@
+"""The command line: `python -m raysweep.run SWEEP_FILE [options]`, which builds the one tune.Tuner(...).
+
+Flow: parse -> load and validate the sweep (exit 2 on bad input, before Ray starts) -> reach MLflow -> load the data
+once -> connect to Ray and check the per-trial resources can be met -> open the parent run -> Tuner.fit() -> evaluate
+the best trial on the test split -> report -> print a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from raysweep import results
+from raysweep import sweep as sweeps
+from raysweep.sweep import SweepError
+
+if TYPE_CHECKING:
+    from raysweep.data import Dataset
+
+USAGE_ERROR = 2
+NO_TRIAL_SUCCEEDED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse prints usage on two lines; the contract is one line
+        print(f"raysweep.run: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(USAGE_ERROR)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m raysweep.run", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("sweep_file", type=Path, help="a sweep file, e.g. sweeps/quickstart.py")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--num-samples", type=int, help="number of trials")
+    parser.add_argument("--max-epochs", type=int, help="epoch budget per trial (ASHA's max_t)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a Sweep field, fixed.SETTING or space.SETTING; repeatable")
+    parser.add_argument("--smoke", action="store_true", help="2 trials, 1 epoch, a small data subset")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the sweep and sample configs")
+    parser.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    parser.add_argument("--storage", help="where Ray Tune keeps trial state (path or s3://); default ./results")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    parser.add_argument("--data-dir", help="data root (default: $RAYSWEEP_DATA_DIR, else ~/.cache/raysweep/data)")
+    parser.add_argument("--seed", type=int, help="seed for the searcher and the trials")
+    return parser.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> sweeps.Sweep:
+    """The sweep file with every command-line override applied, validated."""
+    sweep = sweeps.load(args.sweep_file)
+    options = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
+    overrides = [f"{key}={value!r}" for key, value in options.items() if value is not None]
+    sweep = sweeps.override(sweep, overrides + args.overrides)
+    if args.smoke:
+        sweep = sweeps.smoke(sweep)
+    sweeps.validate(sweep)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise SweepError(f"`--data-dir` must be an existing folder, but got --data-dir={args.data_dir!r}")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if sweep.gpu > 0 and not address:
+        import torch
+
+        if torch.cuda.device_count() < sweep.gpu:
+            raise SweepError(
+                f"`gpu` must be <= the {torch.cuda.device_count()} GPU(s) of this machine for a local run, but got "
+                f"gpu={sweep.gpu}; set --set gpu=0 or run on a cluster with --address"
+            )
+    return sweep
+
+
+def dry_run(sweep: sweeps.Sweep) -> None:
+    from raysweep import space
+
+    print(json.dumps(describe(sweep), indent=2, default=str))
+    trials = space.grid_size(sweep) * sweep.num_samples if sweep.searcher == "grid" else sweep.num_samples
+    print(f"\n{trials} trial(s), at most {trials * sweep.max_epochs} epochs. Sample trial configs:")
+    for config in space.sample(sweep, count=3):
+        print("  " + json.dumps({**sweeps.trial_settings(sweep), **config}, default=str))
+
+
+def describe(sweep: sweeps.Sweep) -> dict:
+    """The resolved sweep as plain data: printed by --dry-run, logged to MLflow."""
+    fields = {f: getattr(sweep, f) for f in sweep.__dataclass_fields__ if f != "space"}
+    return {**fields, "space": {key: sweeps.describe(domain) for key, domain in sweep.space.items()}}
+
+
+def fail(message: str) -> NoReturn:
+    print(f"raysweep.run: error: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)
+
+
+class InfeasibleError(Exception):
+    """The cluster can never give a trial what the sweep asks for."""
+
+
+def connect(sweep: sweeps.Sweep, *, address: str | None) -> None:
+    """Start a local Ray on all cores, or join a cluster; fail now if no node can ever host a trial."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    best_cpu = max((node.get("CPU", 0) for node in nodes), default=0)
+    best_gpu = max((node.get("GPU", 0) for node in nodes), default=0)
+    scalable = _autoscaler_node_types()
+    best_cpu = max([best_cpu, *(t.get("CPU", 0) for t in scalable)])
+    best_gpu = max([best_gpu, *(t.get("GPU", 0) for t in scalable)])
+    for name, need, best in (("cpu", sweep.cpu, best_cpu), ("gpu", sweep.gpu, best_gpu)):
+        if need > best:
+            ray.shutdown()
+            raise InfeasibleError(
+                f"`{name}` per trial must fit on one node, but got {name}={need:g} and the largest node "
+                f"(running or that the autoscaler can start) has {best:g}; trials would wait forever"
+            )
+
+
+def _autoscaler_node_types() -> list[dict]:
+    """Resources of the node types a `ray up` cluster can scale to.
+
+    `ray up` leaves the autoscaler's config on the head as ~/ray_bootstrap_config.yaml, and the driver runs on the
+    head: GPU workers that are scaled to zero right now still count as feasible. None on a local or fixed cluster.
+    """
+    import yaml
+
+    config_file = Path("~/ray_bootstrap_config.yaml").expanduser()
+    if not config_file.is_file():
+        return []
+    node_types = (yaml.safe_load(config_file.read_text()) or {}).get("available_node_types", {})
+    return [dict(t.get("resources", {})) for t in node_types.values() if t.get("max_workers", 1) > 0]
+
+
+def run(
+    sweep: sweeps.Sweep,
+    *,
+    dataset: Dataset,
+    sweep_file: Path,
+    storage: str,
+    tracking_uri: str,
+    resume: bool,
+    resolved: dict,
+) -> results.Outcome:
+    """Run (or resume) the sweep on Ray Tune and record it in MLflow."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    from raysweep import space, tracking, train
+
+    storage_path = results.storage_uri(storage, sweep.name)
+    previous = results.latest_run(storage_path) if resume else None
+    run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
+    sweep_run = tracking.start_sweep_run(
+        tracking_uri=tracking_uri,
+        experiment_name=sweep.name,
+        sweep_key=f"{storage_path}/{run_name}",
+        params=search_params(sweep),
+        tags=results.source_tags(sweep_file),
+        artifacts={sweep_file.name: sweep_file.read_text(), "resolved_sweep.json": json.dumps(resolved, default=str)},
+        resume=previous is not None,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(train.trainable, data=dataset),  # into the object store once; trials read it zero-copy
+        {"cpu": sweep.cpu, "gpu": sweep.gpu},
+    )
+    if previous is not None:
+        tuner = tune.Tuner.restore(f"{storage_path}/{run_name}", trainable=trainable, resume_errored=True)
+    else:
+        if sweep.searcher == "tpe":
+            points = [space.hyperopt_point(sweep.space, p) for p in sweep.points_to_evaluate]
+            searcher = HyperOptSearch(
+                space=space.to_hyperopt(sweep.space),
+                metric=sweep.metric,
+                mode=sweep.mode,
+                points_to_evaluate=points or None,
+                n_initial_points=min(10, max(sweep.num_samples // 4, 2)),  # random start-up, then TPE
+                random_state_seed=sweep.seed,
+            )
+            param_space = sweeps.trial_settings(sweep)
+        else:
+            searcher = BasicVariantGenerator(
+                random_state=sweep.seed,
+                points_to_evaluate=[space.tune_point(sweep.space, p) for p in sweep.points_to_evaluate] or None,
+            )
+            param_space = {**sweeps.trial_settings(sweep), **space.to_tune(sweep.space, grid=sweep.searcher == "grid")}
+        if sweep.max_concurrent and sweep.searcher == "tpe":
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent)
+        scheduler = FIFOScheduler()
+        if sweep.scheduler == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",  # one report per epoch
+                max_t=sweep.max_epochs,
+                grace_period=sweep.grace_period,
+                reduction_factor=sweep.reduction_factor,
+            )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric,
+                mode=sweep.mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=sweep.num_samples,
+                max_concurrent_trials=sweep.max_concurrent or None,
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=storage_path,
+                callbacks=[tracking.MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs)],
+                # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
+                failure_config=tune.FailureConfig(max_failures=3),
+                # Checkpoint every epoch, keep each trial's best (by the sweep metric) and its latest, nothing more.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
+                ),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    return results.finish(sweep, grid=grid, dataset=dataset, sweep_run=sweep_run)
+
+
+def search_params(sweep: sweeps.Sweep) -> dict[str, str]:
+    """What the parent run records as params: the space, the searcher and scheduler, the budget."""
+    params = {f"space.{key}": sweeps.describe(domain) for key, domain in sweep.space.items()}
+    params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
+    keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
+            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "subset", "val_size")
+    params |= {key: str(getattr(sweep, key)) for key in keys}
+    params["searched"] = json.dumps(sweeps.searched_names(sweep))
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        sweep = resolve(args)
+    except SweepError as exc:
+        fail(str(exc))
+    if args.dry_run:
+        dry_run(sweep)
+        return 0
+
+    from raysweep import data, tracking
+
+    try:
+        tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri)
+        tracking.check_reachable(tracking_uri)
+    except tracking.TrackingUnavailableError as exc:
+        fail(str(exc))
+    try:
+        dataset = data.load(
+            sweep.dataset, data_dir=args.data_dir, val_size=sweep.val_size, val_pick=sweep.val_pick,
+            seed=sweep.seed, subset=sweep.subset,
+        )
+    except data.DataNotFoundError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # e.g. a subset or val_size larger than the data set
+        fail(f"data: {exc}")
+    try:
+        connect(sweep, address=args.address or os.environ.get("RAY_ADDRESS"))
+    except InfeasibleError as exc:
+        fail(str(exc))
+    started = time.time()
+    outcome = run(
+        sweep,
+        dataset=dataset,
+        sweep_file=args.sweep_file,
+        storage=args.storage or "results",
+        tracking_uri=tracking_uri,
+        resume=args.resume,
+        resolved=describe(sweep),
+    )
+    results.print_summary(outcome, seconds=time.time() - started)
+    return 0 if outcome.best is not None else NO_TRIAL_SUCCEEDED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

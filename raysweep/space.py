@@ -1,0 +1,119 @@
+"""A sweep's search space in the forms its searcher takes: HyperOpt's space for TPE, Ray Tune domains for random and
+grid search. Conditional children live inside their option, so no searcher ever proposes a child without its parent.
+
+A conditional choice comes back from every searcher as a nested dict under its name, e.g.
+{"optimizer": {"optimizer": "sgd", "optimizer.momentum": 0.9}}; `sweep.flatten` turns that into flat settings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hyperopt import hp
+from ray import tune
+
+from raysweep.sweep import Choice, Sweep, Uniform, flatten, searched_names
+
+
+def _label(path: str, key: str) -> str:
+    # HyperOpt labels must be unique across branches, and must differ from the space's top-level keys so that Ray's
+    # HyperOptSearch leaves our points_to_evaluate alone (we convert them ourselves, below).
+    return f"hp:{path}{key}"
+
+
+def to_hyperopt(space: dict[str, Any], *, path: str = "") -> dict[str, Any]:
+    """HyperOpt space for TPE: nested hp.choice for conditional choices."""
+    out: dict[str, Any] = {}
+    for key, domain in space.items():
+        label = _label(path, key)
+        if isinstance(domain, Uniform):
+            if domain.log:
+                low, high = math.log(domain.low), math.log(domain.high)
+                out[key] = hp.qloguniform(label, low, high, domain.q) if domain.q else hp.loguniform(label, low, high)
+            else:
+                low, high = domain.low, domain.high
+                out[key] = hp.quniform(label, low, high, domain.q) if domain.q else hp.uniform(label, low, high)
+        elif domain.conditional:
+            branches = [
+                {key: option, **to_hyperopt(children, path=f"{path}{key}={option}/")}
+                for option, children in zip(domain.options, domain.children, strict=True)
+            ]
+            out[key] = hp.choice(label, branches)
+        else:
+            out[key] = hp.choice(label, list(domain.options))
+    return out
+
+
+def hyperopt_point(space: dict[str, Any], point: dict[str, Any], *, path: str = "") -> dict[str, Any]:
+    """A flat config -> HyperOpt's {label: value} form, with choices as option indices (what hyperopt stores)."""
+    out: dict[str, Any] = {}
+    for key, domain in space.items():
+        if key not in point:
+            continue
+        if isinstance(domain, Choice):
+            index = domain.options.index(point[key])
+            out[_label(path, key)] = index
+            if domain.conditional:
+                out |= hyperopt_point(domain.children[index], point, path=f"{path}{key}={point[key]}/")
+        else:
+            out[_label(path, key)] = point[key]
+    return out
+
+
+def to_tune(space: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
+    """Ray Tune domains: random search samples them; grid search walks every valid combination."""
+    out: dict[str, Any] = {}
+    for key, domain in space.items():
+        if isinstance(domain, Uniform):
+            sampler = tune.loguniform if domain.log else tune.uniform
+            if domain.q:
+                sampler = tune.qloguniform if domain.log else tune.quniform
+                out[key] = sampler(domain.low, domain.high, domain.q)
+            else:
+                out[key] = sampler(domain.low, domain.high)
+            continue
+        options: list[Any] = list(domain.options)
+        if domain.conditional:
+            options = [
+                {key: option, **to_tune(children, grid=grid)}
+                for option, children in zip(domain.options, domain.children, strict=True)
+            ]
+        out[key] = tune.grid_search(options) if grid else tune.choice(options)
+    return out
+
+
+def tune_point(space: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    """A flat config -> the nested form Tune's random search reports, for points_to_evaluate."""
+    out: dict[str, Any] = {}
+    for key, domain in space.items():
+        if key not in point:
+            continue
+        if isinstance(domain, Choice) and domain.conditional:
+            children = domain.children[domain.options.index(point[key])]
+            out[key] = {key: point[key], **tune_point(children, point)}
+        else:
+            out[key] = point[key]
+    return out
+
+
+def sample(sweep: Sweep, *, count: int) -> list[dict[str, Any]]:
+    """A few flat trial configs the searcher could propose (grid: the first ones it will run), for --dry-run."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = to_tune(sweep.space, grid=sweep.searcher == "grid")
+    configs = []
+    for i in range(count if sweep.searcher != "grid" else 1):
+        for _, config in generate_variants(space, random_state=sweep.seed + i):
+            configs.append(flatten(config))
+    return configs[:count]
+
+
+def grid_size(sweep: Sweep) -> int:
+    """How many trials one pass of the grid runs."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    return sum(1 for _ in generate_variants(to_tune(sweep.space, grid=True)))
+
+
+__all__ = ["grid_size", "hyperopt_point", "sample", "searched_names", "to_hyperopt", "to_tune", "tune_point"]

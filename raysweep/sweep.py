@@ -1,0 +1,313 @@
+"""Sweep files: the Sweep dataclass, search-space helpers, and loading + validating a sweep before Ray starts.
+
+A sweep file is a plain Python module that defines `SWEEP = Sweep(...)`. Its search space maps trial settings to
+domains. A `choice` given a dict is conditional: each option carries the child parameters that exist only under it,
+
+    space={"optimizer": choice({"sgd": {"optimizer.momentum": uniform(0.0, 0.99)}, "adam": {}}), "lr": loguniform(...)}
+
+and the same space becomes HyperOpt's nested hp.choice (TPE), Ray Tune domains (random) or nested grid_search (grid).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raysweep.config import ConfigError, TrialConfig, flatten
+from raysweep.data import DATASETS, VAL_PICKS
+
+__all__ = ["Sweep", "SweepError", "choice", "flatten", "load", "loguniform", "quniform", "uniform"]
+
+
+class SweepError(ValueError):
+    """A sweep file, an override or an option breaks a rule. One line: the field, the rule, the value."""
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A number in [low, high]; on a log scale if `log`; rounded to a multiple of `q` if given."""
+
+    low: float
+    high: float
+    log: bool = False
+    q: float | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of `options`. `children[i]` is the sub-space that exists only when options[i] is chosen."""
+
+    options: tuple
+    children: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def conditional(self) -> bool:
+        return any(self.children)
+
+
+def uniform(low: float, high: float, *, q: float | None = None) -> Uniform:
+    return Uniform(low, high, q=q)
+
+
+def loguniform(low: float, high: float, *, q: float | None = None) -> Uniform:
+    return Uniform(low, high, log=True, q=q)
+
+
+def quniform(low: float, high: float, q: float) -> Uniform:
+    return Uniform(low, high, q=q)
+
+
+def choice(options: list | tuple | dict[Any, dict[str, Any]]) -> Choice:
+    """choice([a, b]) or, conditional, choice({a: {child: domain, ...}, b: {}})."""
+    if isinstance(options, dict):
+        return Choice(tuple(options), tuple(dict(sub or {}) for sub in options.values()))
+    return Choice(tuple(options))
+
+
+SEARCHERS = ("tpe", "random", "grid")
+SCHEDULERS = ("asha", "none")
+METRICS = {"val_acc": "max", "val_loss": "min", "train_acc": "max", "train_loss": "min"}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    dataset: str = "digits"
+    fixed: dict[str, Any] = field(default_factory=dict)  # trial settings every trial shares
+    space: dict[str, Any] = field(default_factory=dict)  # trial settings searched: setting -> domain
+    searcher: str = "tpe"
+    scheduler: str = "asha"
+    grace_period: int = 1  # epochs every trial runs before ASHA may stop it
+    reduction_factor: int = 3  # ASHA keeps the top 1/reduction_factor at each rung
+    metric: str = "val_acc"
+    mode: str = "max"
+    num_samples: int = 20  # trials (for grid: repeats of the whole grid)
+    max_epochs: int = 10  # per trial; ASHA's max_t
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    cpu: float = 1.0  # per trial
+    gpu: float = 0.0  # per trial; a fraction lets several trials share one GPU
+    seed: int = 0  # seeds the searcher and every trial
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()  # flat configs tried first (tpe, random)
+    val_size: int | float | None = None  # None: the data set's default (MNIST, CIFAR-10: the first 5,000)
+    val_pick: str = "first"
+    subset: int | None = None  # first N training examples, for quick runs
+
+
+def trial_settings(sweep: Sweep) -> dict[str, Any]:
+    """What every trial's config holds besides the searched values."""
+    return {**sweep.fixed, "max_epochs": sweep.max_epochs, "seed": sweep.seed}
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load(path: str | Path) -> Sweep:
+    """Import a sweep file with importlib and return its validated SWEEP."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file: `{path}` must be an existing .py file, but it does not exist")
+    spec = importlib.util.spec_from_file_location(f"raysweep_sweeps.{path.stem}", path)
+    if spec is None or spec.loader is None or path.suffix != ".py":
+        raise SweepError(f"sweep file: `{path}` must be a Python file ending in .py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise SweepError(f"sweep file {path}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # the file is user code: whatever it raises is a bad sweep file
+        raise SweepError(f"sweep file {path}: {type(exc).__name__} while importing: {exc}") from None
+    sweep = getattr(module, "SWEEP", None)
+    if sweep is None:
+        raise SweepError(f"sweep file {path}: must define `SWEEP = Sweep(...)`, but defines no SWEEP")
+    if not isinstance(sweep, Sweep):
+        raise SweepError(f"sweep file {path}: `SWEEP` must be a raysweep.sweep.Sweep, but got {type(sweep).__name__}")
+    validate(sweep)
+    return sweep
+
+
+def override(sweep: Sweep, assignments: list[str]) -> Sweep:
+    """Apply --set KEY=VALUE: a Sweep field, `fixed.SETTING`, or `space.SETTING` (a list searches it; a scalar pins
+    it, moving it to `fixed`)."""
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise SweepError(f"--set: must be KEY=VALUE, but got {assignment!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word, e.g. --set searcher=random
+        scope, _, setting = key.partition(".")
+        if scope in ("fixed", "space") and setting:
+            _check_setting(f"--set {key}", setting)
+            fixed, space = dict(sweep.fixed), dict(sweep.space)
+            if scope == "space" and isinstance(value, list):
+                space[setting] = choice(value)
+                fixed.pop(setting, None)
+            else:
+                fixed[setting] = value
+                space.pop(setting, None)
+            sweep = dataclasses.replace(sweep, fixed=fixed, space=space)
+        elif key in {f.name for f in dataclasses.fields(Sweep)} - {"fixed", "space"}:
+            sweep = dataclasses.replace(sweep, **{key: value})
+        else:
+            fields = ", ".join(f.name for f in dataclasses.fields(Sweep) if f.name not in ("fixed", "space"))
+            raise SweepError(f"--set: unknown key `{key}`; use a Sweep field ({fields}), fixed.X or space.X")
+    return sweep
+
+
+def smoke(sweep: Sweep) -> Sweep:
+    """2 trials, 1 epoch, 256 training examples: the whole path in seconds."""
+    return dataclasses.replace(
+        sweep,
+        searcher="random" if sweep.searcher == "grid" else sweep.searcher,
+        num_samples=2,
+        max_epochs=1,
+        grace_period=1,
+        max_concurrent=2,
+        subset=min(sweep.subset or 256, 256),
+        val_size=sweep.val_size if isinstance(sweep.val_size, float) else 500 if sweep.dataset != "digits" else None,
+        points_to_evaluate=sweep.points_to_evaluate[:2],
+    )
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _fail(field_name: str, rule: str, value: Any) -> SweepError:
+    return SweepError(f"`{field_name}` must be {rule}, but got {field_name}={value!r}")
+
+
+def _check_setting(where: str, setting: str) -> None:
+    valid = TrialConfig.__dataclass_fields__
+    if setting.replace(".", "_") not in valid or setting in ("max_epochs", "seed"):
+        raise SweepError(f"{where}: unknown trial setting `{setting}` (max_epochs and seed are Sweep fields)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(sweep: Sweep) -> None:
+    """Check every field, every domain and every corner of the space, so bad input fails before Ray starts."""
+    s = sweep
+    checks = [
+        ("name", isinstance(s.name, str) and s.name.replace("_", "").replace("-", "").isalnum(),
+         "a non-empty name of letters, digits, - and _"),
+        ("dataset", s.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
+        ("searcher", s.searcher in SEARCHERS, f"one of {list(SEARCHERS)}"),
+        ("scheduler", s.scheduler in SCHEDULERS, f"one of {list(SCHEDULERS)}"),
+        ("metric", s.metric in METRICS, f"one of {sorted(METRICS)}"),
+        ("mode", s.mode in ("min", "max"), "'min' or 'max'"),
+        ("num_samples", _is_int(s.num_samples) and s.num_samples >= 1, "an integer >= 1"),
+        ("max_epochs", _is_int(s.max_epochs) and s.max_epochs >= 1, "an integer >= 1"),
+        ("grace_period", _is_int(s.grace_period) and 1 <= s.grace_period <= max(s.max_epochs, 1),
+         f"an integer in [1, max_epochs={s.max_epochs}]"),
+        ("reduction_factor", _is_int(s.reduction_factor) and s.reduction_factor >= 2, "an integer >= 2"),
+        ("max_concurrent", _is_int(s.max_concurrent) and s.max_concurrent >= 0, "an integer >= 0 (0: no limit)"),
+        ("cpu", isinstance(s.cpu, int | float) and s.cpu > 0, "a number > 0"),
+        ("gpu", isinstance(s.gpu, int | float) and s.gpu >= 0 and (s.gpu <= 1 or float(s.gpu).is_integer()),
+         "a number >= 0: a fraction up to 1, or whole GPUs"),
+        ("seed", _is_int(s.seed), "an integer"),
+        ("val_pick", s.val_pick in VAL_PICKS, f"one of {list(VAL_PICKS)}"),
+        ("subset", s.subset is None or (_is_int(s.subset) and s.subset >= 1), "None or an integer >= 1"),
+        ("val_size", s.val_size is None or (isinstance(s.val_size, int | float) and s.val_size > 0),
+         "None, a count >= 1 or a fraction in (0, 1)"),
+        ("fixed", isinstance(s.fixed, dict), "a dict of trial settings"),
+        ("space", isinstance(s.space, dict), "a dict of trial settings to domains"),
+        ("points_to_evaluate", isinstance(s.points_to_evaluate, list | tuple), "a list of flat configs"),
+    ]
+    for name, holds, rule in checks:
+        if not holds:
+            raise _fail(name, rule, getattr(s, name))
+    if s.metric in METRICS and s.mode != METRICS[s.metric]:
+        raise _fail("mode", f"'{METRICS[s.metric]}' for metric {s.metric!r}", s.mode)
+    for key in s.fixed:
+        _check_setting("fixed", key)
+    _try_config("fixed", trial_settings(s))
+    _validate_space(s.space, base=trial_settings(s), where="space", searcher=s.searcher)
+    for i, point in enumerate(s.points_to_evaluate):
+        _validate_point(s, point, where=f"points_to_evaluate[{i}]")
+
+
+def _try_config(where: str, values: dict[str, Any]) -> None:
+    try:
+        TrialConfig.from_dict(values)
+    except ConfigError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+
+
+def _validate_space(space: dict[str, Any], *, base: dict[str, Any], where: str, searcher: str) -> None:
+    for key, domain in space.items():
+        name = f"{where}.{key}"
+        _check_setting(name, key)
+        if key in base and key not in ("max_epochs", "seed") and where == "space":
+            raise SweepError(f"`{name}`: a setting is either fixed or searched, but `{key}` is in both")
+        if isinstance(domain, Uniform):
+            if searcher == "grid":
+                raise SweepError(f"`{name}` must be a choice([...]) for grid search, but got a continuous domain")
+            if not (isinstance(domain.low, int | float) and isinstance(domain.high, int | float)):
+                raise _fail(f"{name}.low/high", "numbers", (domain.low, domain.high))
+            if not domain.low < domain.high:
+                raise SweepError(f"`{name}`: `low < high` must hold, but got low={domain.low}, high={domain.high}")
+            if domain.log and domain.low <= 0:
+                raise SweepError(f"`{name}`: loguniform needs `low > 0`, but got low={domain.low}")
+            if domain.q is not None and not (isinstance(domain.q, int | float) and domain.q > 0):
+                raise _fail(f"{name}.q", "a number > 0", domain.q)
+            for corner in (domain.low, domain.high):
+                _try_config(name, {**base, key: corner})
+        elif isinstance(domain, Choice):
+            if len(domain.options) == 0:
+                raise SweepError(f"`{name}`: a choice needs at least one option, but got a choice of nothing")
+            for option, children in zip(domain.options, domain.children or [{}] * len(domain.options), strict=True):
+                _try_config(name, {**base, key: option})
+                if not isinstance(children, dict):
+                    raise _fail(f"{name}[{option!r}]", "a dict of child settings", children)
+                _validate_space(children, base={**base, key: option}, where=f"{name}[{option!r}]", searcher=searcher)
+        else:
+            raise SweepError(
+                f"`{name}` must be a domain (uniform, loguniform, quniform, choice), but got {domain!r}; "
+                f"put fixed values in `fixed`"
+            )
+
+
+def _validate_point(sweep: Sweep, point: Any, *, where: str) -> None:
+    if not isinstance(point, dict):
+        raise _fail(where, "a dict of settings", point)
+    unknown = set(point) - set(_searched_names(sweep.space))
+    if unknown:
+        raise SweepError(f"`{where}`: every key must be a searched setting, but got {sorted(unknown)}")
+    _try_config(where, {**trial_settings(sweep), **point})
+
+
+def _searched_names(space: dict[str, Any]) -> list[str]:
+    names = []
+    for key, domain in space.items():
+        names.append(key)
+        if isinstance(domain, Choice):
+            for children in domain.children:
+                names += _searched_names(children)
+    return names
+
+
+def searched_names(sweep: Sweep) -> list[str]:
+    """Every setting the space can vary, children included, in order."""
+    return list(dict.fromkeys(_searched_names(sweep.space)))
+
+
+def describe(domain: Any) -> str:
+    """A domain as it reads in a sweep file, for printing and for MLflow params."""
+    if isinstance(domain, Uniform):
+        kind = "loguniform" if domain.log else "uniform"
+        return f"{kind}({domain.low:g}, {domain.high:g}" + (f", q={domain.q:g})" if domain.q else ")")
+    if isinstance(domain, Choice) and domain.conditional:
+        parts = [f"{o!r}: {{{', '.join(f'{k!r}: {describe(v)}' for k, v in c.items())}}}"
+                 for o, c in zip(domain.options, domain.children, strict=True)]
+        return "choice({" + ", ".join(parts) + "})"
+    if isinstance(domain, Choice):
+        return f"choice({list(domain.options)!r})"
+    return repr(domain)
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
