@@ -138,12 +138,12 @@ def run(
     *,
     dataset: Dataset,
     sweep_file: Path,
-    storage: str,
+    storage_path: str,
+    previous: str | None,
     tracking_uri: str,
-    resume: bool,
     resolved: dict,
 ) -> results.Outcome:
-    """Run (or resume) the sweep on Ray Tune and record it in MLflow."""
+    """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -151,8 +151,6 @@ def run(
 
     from raysweep import space, tracking, train
 
-    storage_path = results.storage_uri(storage, sweep.name)
-    previous = results.latest_run(storage_path) if resume else None
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
     sweep_run = tracking.start_sweep_run(
         tracking_uri=tracking_uri,
@@ -207,6 +205,7 @@ def run(
                 scheduler=scheduler,
                 num_samples=sweep.num_samples,
                 max_concurrent_trials=sweep.max_concurrent or None,
+                reuse_actors=True,  # a new trial reuses a finished one's worker: no new process, no torch import
             ),
             run_config=tune.RunConfig(
                 name=run_name,
@@ -262,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
     except ValueError as exc:  # e.g. a subset or val_size larger than the data set
         fail(f"data: {exc}")
+    storage_path = results.storage_uri(args.storage or "results", sweep.name)
+    previous = results.latest_run(storage_path) if args.resume else None
+    if args.resume and previous is None:
+        fail(f"`--resume` needs an earlier run of sweep {sweep.name!r} under {storage_path}, but found none")
     try:
         connect(sweep, address=args.address or os.environ.get("RAY_ADDRESS"))
     except InfeasibleError as exc:
@@ -271,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         sweep,
         dataset=dataset,
         sweep_file=args.sweep_file,
-        storage=args.storage or "results",
+        storage_path=storage_path,
+        previous=previous,
         tracking_uri=tracking_uri,
-        resume=args.resume,
         resolved=describe(sweep),
     )
     results.print_summary(outcome, seconds=time.time() - started)

@@ -30,7 +30,9 @@ __all__ = ["ConfigError", "DeviceData", "TrialConfig", "evaluate", "run_trial", 
 
 log = logging.getLogger(__name__)
 
-DIVERGED_LOSS = 1e3  # a cross-entropy this large means the weights have blown up; 10 classes start near 2.3
+# Diverged: the mean training cross-entropy is NaN, inf, or this many times chance level (ln C: 2.3 for 10 classes).
+# A model that merely learns nothing sits near 1x; one whose weights blew up lands far above 10x and stays there.
+DIVERGED_LOSS_X_CHANCE = 10.0
 DIVERGENCE_CHECK_STEPS = 64  # look at the loss this often: each look syncs a GPU, so not every step
 FULL_BATCH_CHUNK = 8192  # batch GD accumulates gradients over chunks of this many examples to bound memory
 EVAL_BATCH = 4096
@@ -44,12 +46,13 @@ class DeviceData:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    num_classes: int
 
     @classmethod
     def from_arrays(cls, data: Any, *, device: torch.device | str) -> DeviceData:
         """From a raysweep.data.Dataset (uint8 arrays + per-channel mean/std), normalised once per trial."""
         return cls(*to_tensors(data, data.x_train, data.y_train, device=device),
-                   *to_tensors(data, data.x_val, data.y_val, device=device))
+                   *to_tensors(data, data.x_val, data.y_val, device=device), data.num_classes)
 
 
 def to_tensors(data: Any, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
@@ -108,6 +111,7 @@ def train_epoch(
     x, y = data.x_train, data.y_train
     n = len(y)
     per_epoch = steps_per_epoch(config, num_train=n)
+    diverged_loss = DIVERGED_LOSS_X_CHANCE * math.log(data.num_classes)
     full_batch = config.batch_size == "full"
     batch = n if full_batch else config.batch_size
     order = torch.randperm(n, generator=generator).to(x.device)
@@ -141,7 +145,7 @@ def train_epoch(
         step += 1
         seen += len(idx)
         # NaN fails the comparison too. Checked every few steps only: each check syncs a GPU.
-        if (step % DIVERGENCE_CHECK_STEPS == 0 or seen == n) and not loss_sum.item() / seen < DIVERGED_LOSS:
+        if (step % DIVERGENCE_CHECK_STEPS == 0 or seen == n) and not loss_sum.item() / seen < diverged_loss:
             diverged = True
             break
     metrics = {

@@ -1,0 +1,195 @@
+"""The sweep command end to end: real local Ray, real MLflow store, real data. Each sweep runs as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.sweep_runs import (
+    REPO,
+    SHARED_DATA,
+    command,
+    result_lines,
+    run_sweep,
+    sweep_env,
+    trials_csv,
+    write_sweep,
+)
+
+SWEEP_FILES = sorted((REPO / "sweeps").glob("*.py"))
+NEEDS_FILES = ("mnist", "fashion_mnist", "cifar10")
+
+
+@pytest.mark.parametrize("sweep_file", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_every_sweep_file_runs_smoke_end_to_end(sweep_file, tmp_path):
+    text = sweep_file.read_text()
+    if any(f'dataset="{name}"' in text for name in NEEDS_FILES) and not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent: no offline copy of the sweep's data set")
+    done = run_sweep(sweep_file, tmp_path, "--smoke", "--data-dir", str(SHARED_DATA) if SHARED_DATA.is_dir() else ".")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = trials_csv(tmp_path, sweep_file.stem if "name=" not in text else _sweep_name(text))
+    assert len(rows) == 2
+    assert "best trial" in done.stdout
+
+
+def _sweep_name(text: str) -> str:
+    return text.split('name="', 1)[1].split('"', 1)[0]
+
+
+ASHA_SWEEP = """
+SWEEP = Sweep(
+    name="asha",
+    dataset="digits",
+    fixed={"hidden": [64], "optimizer": "momentum", "batch_size": 32},
+    space={"lr": choice([10.0, 0.1, 0.03, 0.01, 0.003, 0.001, 0.0003, 0.0001])},
+    searcher="grid",
+    scheduler="asha",
+    grace_period=1,
+    reduction_factor=2,
+    max_epochs=6,
+    num_samples=1,
+    max_concurrent=2,
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def asha_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("asha")
+    done = run_sweep(write_sweep(folder, ASHA_SWEEP), folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, trials_csv(folder, "asha")
+
+
+def test_asha_stops_weak_trials_first(asha_run):
+    _, rows = asha_run
+    epochs = [int(r["epochs"]) for r in rows]
+    assert len(rows) == 8
+    assert sum(epochs) < 8 * 6
+    best = max((r for r in rows if r["status"] != "diverged"), key=lambda r: float(r["best_val_acc"]))
+    assert int(best["epochs"]) == 6
+
+
+def test_diverging_trial_stops_in_its_first_epoch_and_is_never_best(asha_run):
+    _, rows = asha_run
+    diverged = [r for r in rows if float(r["lr"]) == 10.0]
+    assert [(r["status"], r["epochs"]) for r in diverged] == [("diverged", "1")]
+    best = [r for r in rows if r.get("test_acc")]
+    assert len(best) == 1 and float(best[0]["lr"]) != 10.0
+
+
+def test_mlflow_record_has_one_child_run_per_trial_with_a_curve_per_epoch(asha_run):
+    folder, rows = asha_run
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("asha")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("raysweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("raysweep.role") == "trial"]
+    assert len(parents) == 1 and len(children) == len(rows)
+    by_trial = {r["trial_id"]: r for r in rows}
+    for child in children:
+        row = by_trial[child.data.tags["raysweep.trial_id"]]
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.data.tags["raysweep.status"] == row["status"]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert steps == list(range(1, int(row["epochs"]) + 1))
+        assert float(child.data.params["lr"]) == float(row["lr"])
+    parent = parents[0]
+    assert parent.data.tags["raysweep.best_run_id"] in {c.info.run_id for c in children}
+    assert 0.5 < parent.data.metrics["best_test_acc"] <= 1.0
+
+
+SLOW_SWEEP = """
+SWEEP = Sweep(
+    name="{name}",
+    dataset="synthetic",
+    fixed={{"hidden": [512, 512], "optimizer": "adam", "batch_size": 8}},
+    space={{"lr": loguniform(1e-4, 1e-3)}},
+    searcher="random",
+    scheduler="none",
+    num_samples=4,
+    max_epochs=6,
+    max_concurrent=2,
+)
+"""
+
+
+def _wait_for(predicate, *, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert process.poll() is None, "the sweep ended before the fault could be injected"
+        assert time.time() < deadline, "the sweep never reached the point of the fault"
+        time.sleep(0.1)
+
+
+def _assert_each_trial_once_and_complete(folder: Path, name: str, *, trials: int, epochs: int) -> None:
+    rows = trials_csv(folder, name)
+    assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
+    assert all(r["status"] == "completed" and int(r["epochs"]) == epochs for r in rows)
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name(name)
+    children = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'trial'")
+    assert sorted(c.data.tags["raysweep.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert sorted(steps) == list(range(1, epochs + 1))  # nothing lost, nothing logged twice
+
+
+def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_path):
+    sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="resumed"))
+    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Kill it once one trial has finished and another is part-way.
+        def one_done_one_running() -> bool:
+            counts = result_lines(tmp_path, "resumed") if (tmp_path / "results").exists() else {}
+            return 6 in counts.values() and any(0 < n < 6 for n in counts.values())
+
+        _wait_for(one_done_one_running, timeout=300, process=driver)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    finished_before = {trial for trial, n in result_lines(tmp_path, "resumed").items() if n == 6}
+
+    done = run_sweep(sweep_file, tmp_path, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = result_lines(tmp_path, "resumed")
+    assert all(after[trial] == 6 for trial in finished_before)  # finished trials did not run again
+    _assert_each_trial_once_and_complete(tmp_path, "resumed", trials=4, epochs=6)
+
+
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
+    sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="killed"))
+    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed: dict[str, int] = {}
+
+    def kill_a_worker_mid_trial() -> bool:
+        for path in (tmp_path / "results" / "killed").glob("*/*/result.json"):
+            lines = path.read_text().splitlines()
+            if 2 <= len(lines) < 6:
+                killed[path.parent.name] = len(lines)
+                os.kill(json.loads(lines[-1])["pid"], signal.SIGKILL)  # Tune records each trial's worker pid
+                return True
+        return False
+
+    _wait_for(lambda: (tmp_path / "results").exists() and kill_a_worker_mid_trial(), timeout=300, process=driver)
+    _, stderr = driver.communicate(timeout=600)
+    assert driver.returncode == 0, stderr[-3000:]
+    (trial, epochs_before_kill), = killed.items()
+    iterations = [json.loads(line)["training_iteration"]
+                  for line in (tmp_path / "results" / "killed").glob(f"*/{trial}/result.json").__next__()
+                  .read_text().splitlines()]
+    assert iterations == list(range(1, 7))  # resumed after its last checkpoint, not from epoch 1
+    assert epochs_before_kill >= 2
+    _assert_each_trial_once_and_complete(tmp_path, "killed", trials=4, epochs=6)
