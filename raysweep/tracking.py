@@ -1,0 +1,540 @@
+"""MLflow record of a sweep: one parent run per execution, one child run per trial.
+
+Only the driver talks to MLflow. `MlflowTrialCallback` turns Ray Tune's trial events into child runs;
+an MLflow outage never raises into Tune: failed calls wait in a queue, are retried on later hooks,
+and whatever stays unlogged is listed in `callback.missing` (Tune's own CSV still has every result).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from raysweep.config import flatten
+
+if TYPE_CHECKING:
+    import numpy
+    import torch
+    from ray.tune.experiment import Trial
+
+# Numeric per-epoch keys of ours that become metrics (step = epoch); Tune's own keys are not logged.
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
+OPTIONAL_METRICS = ("recon_loss", "val_recon_loss")  # cae_mlp only
+STATUSES = ("completed", "early_stopped", "diverged", "failed")
+ROLE, SWEEP_KEY, TRIAL_ID = "raysweep.role", "raysweep.sweep_key", "raysweep.trial_id"
+STATUS, STOPPED_EPOCH, PARENT = "raysweep.status", "raysweep.stopped_epoch", "mlflow.parentRunId"
+
+# The callback must not stall the Tune loop: one retry, no backoff, 5 s per request (MLflow's
+# defaults are 7 retries with exponential backoff and 120 s, i.e. minutes per call when the server is down).
+# Ending a run would also fetch it again only to print its URL amid Tune's progress output.
+_SHORT_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking store cannot be reached or written."""
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    tracking_uri: str
+    experiment_id: str
+    run_id: str  # the parent run
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The explicit URI, else $MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///<cwd>/mlflow.db,
+    or ./mlruns when that folder already holds runs), so `mlflow ui` in the same folder shows it."""
+    if uri:
+        return uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def check_reachable(uri: str, *, timeout_s: float = 5.0) -> None:
+    """Raise TrackingUnavailableError unless the server answers (http) or the store folder is writable."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:  # (connect, read) timeouts, so the whole check stays within timeout_s
+            response = requests.get(f"{uri.rstrip('/')}/health", timeout=(timeout_s / 2, timeout_s / 2))
+        except requests.RequestException as exc:
+            raise TrackingUnavailableError(
+                f"MLflow server {uri} did not answer within {timeout_s:g} s ({_one_line(exc)}); start it, "
+                "or pass --tracking-uri / set MLFLOW_TRACKING_URI to a running server or a sqlite:/// file"
+            ) from None
+        if response.status_code >= 500:
+            raise TrackingUnavailableError(
+                f"MLflow server {uri} answered HTTP {response.status_code}; check the server's log, "
+                "or pass --tracking-uri / set MLFLOW_TRACKING_URI to a working server"
+            )
+        return
+    folder = _local_store_folder(uri)
+    if folder is None:  # another database or a hosted store: its client reports its own errors
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise TrackingUnavailableError(
+            f"MLflow store {uri} needs a writable folder {folder}, but {_one_line(exc)}; "
+            "pass --tracking-uri / set MLFLOW_TRACKING_URI to a writable location"
+        ) from None
+
+
+def runtime_tags() -> dict[str, str]:
+    """Versions of what ran, and the Ray cluster's size when Ray is up."""
+    import ray
+    import torch
+
+    import raysweep
+
+    tags = {
+        "raysweep.version.raysweep": raysweep.__version__,
+        "raysweep.version.ray": ray.__version__,
+        "raysweep.version.torch": torch.__version__,
+        "raysweep.version.mlflow": mlflow.__version__,
+        "raysweep.version.python": platform.python_version(),
+    }
+    if ray.is_initialized():
+        resources = ray.cluster_resources()
+        tags["raysweep.cluster.nodes"] = str(sum(1 for node in ray.nodes() if node.get("Alive")))
+        tags["raysweep.cluster.cpus"] = f"{resources.get('CPU', 0):g}"
+        tags["raysweep.cluster.gpus"] = f"{resources.get('GPU', 0):g}"
+    return tags
+
+
+def start_sweep_run(
+    *,
+    tracking_uri: str,
+    experiment_name: str,
+    sweep_key: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    artifacts: dict[str, str],
+    resume: bool,
+) -> SweepRun:
+    """Open the parent run (with resume=True: reopen the latest one of this sweep_key, if any).
+
+    artifacts maps an artifact file name to its text. On a reopened run, params it already has keep
+    their first value (MLflow params are immutable)."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        experiment_id = client.create_experiment(experiment_name)
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment_id)
+    all_tags = {**runtime_tags(), **tags, ROLE: "sweep", SWEEP_KEY: sweep_key}
+    query = f"tags.`{ROLE}` = 'sweep' AND tags.`{SWEEP_KEY}` = '{sweep_key}'"
+    previous = _search(client, experiment_id, query) if resume else []
+    if previous:
+        run_id = previous[0].info.run_id  # _search lists the newest first
+        client.update_run(run_id, status="RUNNING")
+        logged = previous[0].data.params
+    else:
+        run_name = f"{experiment_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        run_id = client.create_run(experiment_id, run_name=run_name).info.run_id
+        logged = {}
+    new_params = [Param(k, _param_value(v)) for k, v in params.items() if k not in logged]
+    for start in range(0, len(new_params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=new_params[start : start + 100])
+    run_tags = [RunTag(k, str(v)) for k, v in all_tags.items()]
+    for start in range(0, len(run_tags), 100):
+        client.log_batch(run_id, tags=run_tags[start : start + 100])
+    for name, text in artifacts.items():
+        client.log_text(run_id, text, artifact_file=name)
+    return SweepRun(tracking_uri=tracking_uri, experiment_id=experiment_id, run_id=run_id)
+
+
+def find_trial_run(sweep_run: SweepRun, trial_id: str) -> str | None:
+    """The child run id of a trial, found by its raysweep.trial_id tag, or None."""
+    return _find_trial_run(MlflowClient(sweep_run.tracking_uri), sweep_run, trial_id)
+
+
+def finish_sweep_run(
+    sweep_run: SweepRun,
+    *,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifact_paths: list[Path],
+    status: str = "FINISHED",
+) -> list[str]:
+    """Log the summary, close child runs left RUNNING (KILLED, status tag failed), end the parent.
+
+    Returns one line per thing that could not be logged; never raises for MLflow errors."""
+    client, run_id, failures = MlflowClient(sweep_run.tracking_uri), sweep_run.run_id, []
+
+    def attempt(what: str, action) -> None:
+        try:
+            with _short_http():
+                action()
+        except Exception as exc:
+            failures.append(f"{what} not logged: {_one_line(exc)}")
+
+    now_ms = int(time.time() * 1000)
+    metric_list = [Metric(k, float(v), now_ms, 0) for k, v in metrics.items()]
+    attempt(f"sweep metrics {sorted(metrics)}", lambda: client.log_batch(run_id, metrics=metric_list))
+    tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
+    attempt(f"sweep tags {sorted(tags)}", lambda: client.log_batch(run_id, tags=tag_list))
+    for path in artifact_paths:
+        log = client.log_artifacts if Path(path).is_dir() else client.log_artifact
+        attempt(f"artifact {path}", lambda log=log, path=path: log(run_id, str(path)))
+    for child in _children(client, sweep_run, status="RUNNING", on_error=failures):
+        child_id = child.info.run_id
+        attempt(f"closing child run {child_id}", lambda child_id=child_id: _end_run(client, child_id))
+    attempt(f"end of sweep run {run_id}", lambda: client.set_terminated(run_id, status=status))
+    return failures
+
+
+def log_best_trial(
+    sweep_run: SweepRun,
+    *,
+    child_run_id: str,
+    test_metrics: dict[str, float],
+    model: torch.nn.Module,
+    input_example: numpy.ndarray,
+) -> None:
+    """Log the test metrics and the model (artifact name "model") to the best trial's child run.
+
+    The model is pickled by reference to its class: loading it back needs raysweep importable.
+    Raises MlflowException when MLflow fails."""
+    import mlflow.pytorch
+
+    client = MlflowClient(sweep_run.tracking_uri)
+    now_ms = int(time.time() * 1000)
+    client.log_batch(child_run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in test_metrics.items()])
+    status = client.get_run(child_run_id).info.status
+    model.eval()  # the signature is inferred from a forward pass: batch norm must use running stats
+    with _fluent_tracking_uri(sweep_run.tracking_uri):
+        mlflow.start_run(run_id=child_run_id)
+        try:
+            # Explicit requirements: inferring them loads the model in a subprocess (10-20 s on 2 cores).
+            requirements = mlflow.pytorch.get_default_pip_requirements()  # torch, cloudpickle
+            mlflow.pytorch.log_model(model, name="model", input_example=input_example,
+                                     pip_requirements=requirements)
+        finally:  # reopening the run made it RUNNING: give it back its own end state
+            mlflow.end_run(status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED")
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One queued MLflow write for one trial; kind names a `_do_<kind>` method."""
+
+    kind: str  # "open" | "metrics" | "tags" | "end"
+    trial_id: str
+    what: str  # one line for `missing`
+    payload: dict = field(default_factory=dict)
+
+
+class _NoChildRun(Exception):
+    """The trial's child run could not be created, so its later writes have nowhere to go."""
+
+
+class MlflowTrialCallback(Callback):
+    """Logs each trial to a child run of the sweep's parent run, from the driver."""
+
+    def __init__(self, *, sweep_run: SweepRun, max_epochs: int, retry_every_s: float = 5.0) -> None:
+        self.sweep_run = sweep_run
+        self.max_epochs = max_epochs
+        self.retry_every_s = retry_every_s  # seconds before the first retry; doubles up to 60 s
+        self._queue: list[_Op] = []  # FIFO, so a trial's run is opened before anything is logged to it
+        self._dropped: list[str] = []
+        self._opened: set[str] = set()
+        self._run_ids: dict[str, str] = {}  # trial_id -> child run id
+        self._floor: dict[str, int] = {}  # epochs <= floor were logged before this callback attached
+        self._last_step: dict[str, int] = {}
+        self._last_result: dict[str, dict] = {}
+        self._retry_at = 0.0  # time.monotonic() before which a failed queue is not retried
+        self._failures = 0  # failed tries in a row
+        self._last_error = ""
+        self._client: MlflowClient | None = None  # created lazily: Tune pickles callbacks
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def missing(self) -> list[str]:
+        """One line per write that is not in MLflow (dropped, or still queued after MLflow errors)."""
+        if not self._queue:
+            return list(self._dropped)
+        error = f"MLflow at {self.sweep_run.tracking_uri} failed: {self._last_error}"
+        return [*self._dropped, error, *(f"{op.what} not logged" for op in self._queue)]
+
+    def flush(self, *, attempts: int = 3, pause_s: float = 1.0) -> list[str]:
+        """Retry the queue now, up to `attempts` times `pause_s` seconds apart; returns `missing`."""
+        for attempt in range(attempts):
+            self._drain(force=True)
+            if not self._queue:
+                break
+            if attempt + 1 < attempts:
+                time.sleep(pause_s)
+        return self.missing
+
+    # Ray Tune hooks: each only records and queues; `_drain` makes the MLflow calls.
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        if trial.trial_id in self._opened:  # a trial restarted after a failure keeps its run
+            return
+        self._opened.add(trial.trial_id)
+        params = {k: _param_value(v) for k, v in flatten(trial.config).items()}
+        label = _trial_label(trial.evaluated_params or trial.config)
+        self._submit(_Op("open", trial.trial_id, f"trial {trial.trial_id}: child run '{label}'",
+                         {"label": label, "params": params}))
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
+        tid = trial.trial_id
+        self._last_result[tid] = result
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self._last_step.get(tid, 0):  # a restarted trial repeats epochs already logged
+            return
+        self._last_step[tid] = step
+        values = {k: float(result[k]) for k in METRICS + OPTIONAL_METRICS if _is_number(result.get(k))}
+        self._submit(_Op("metrics", tid, f"trial {tid}: metrics of epoch {step}",
+                         {"step": step, "timestamp": int(time.time() * 1000), "metrics": values}))
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        last = self._last_result.get(trial.trial_id) or trial.last_result or {}
+        epoch = int(last.get("epoch", last.get("training_iteration", 0)))
+        if last.get("diverged"):
+            status = "diverged"
+        elif last.get("early_stopped") or epoch < self.max_epochs:  # our early stopping, or ASHA's
+            status = "early_stopped"
+        else:
+            status = "completed"
+        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        last = self._last_result.get(trial.trial_id) or trial.last_result or {}
+        self._end(trial, "failed", "FAILED", int(last.get("epoch", last.get("training_iteration", 0))))
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._submit(_Op("tags", trial.trial_id, f"trial {trial.trial_id}: failure count",
+                         {"tags": {"raysweep.failures": str(trial.num_failures)}}))
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
+        self._drain()
+
+    def on_experiment_end(self, trials: list[Trial], **info) -> None:
+        self.flush()
+
+    # The queue. `_attempt` is the one wrapper every MLflow call of the callback goes through.
+    def _end(self, trial: Trial, status: str, run_status: str, stopped_epoch: int) -> None:
+        tid = trial.trial_id
+        self._submit(_Op("end", tid, f"trial {tid}: end status '{status}'",
+                         {"status": status, "run_status": run_status, "stopped_epoch": stopped_epoch}))
+
+    def _submit(self, op: _Op) -> None:
+        self._queue.append(op)
+        self._drain()
+
+    def _drain(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() < self._retry_at:
+            return
+        while self._queue:
+            if not self._attempt(self._queue[0]):
+                # Back off while MLflow stays down (a hung server costs a request timeout per try).
+                self._failures += 1
+                self._retry_at = time.monotonic() + min(self.retry_every_s * 2 ** (self._failures - 1), 60.0)
+                return
+            self._failures = 0
+            self._queue.pop(0)
+
+    def _attempt(self, op: _Op) -> bool:
+        """True when op is done (logged, or dropped for good); False to retry it later."""
+        try:
+            with _short_http():
+                getattr(self, f"_do_{op.kind}")(op)
+            return True
+        except Exception as exc:
+            if isinstance(exc, _NoChildRun) or _is_permanent(exc):
+                self._dropped.append(f"{op.what} not logged: {_one_line(exc)}")
+                return True
+            self._last_error = _one_line(exc, limit=400)
+            return False
+
+    def _mlflow(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.sweep_run.tracking_uri)
+        return self._client
+
+    def _run_id(self, trial_id: str) -> str:
+        if trial_id not in self._run_ids:
+            raise _NoChildRun(f"trial {trial_id} has no child run")
+        return self._run_ids[trial_id]
+
+    def _do_open(self, op: _Op) -> None:
+        client, tid = self._mlflow(), op.trial_id
+        # Looking up first makes a retry after a timed-out create, and a resumed sweep, reuse the run.
+        run_id = _find_trial_run(client, self.sweep_run, tid)
+        if run_id is None:
+            tags = {ROLE: "trial", PARENT: self.sweep_run.run_id, TRIAL_ID: tid}
+            run = client.create_run(self.sweep_run.experiment_id, run_name=op.payload["label"], tags=tags)
+            run_id, logged = run.info.run_id, {}
+        else:
+            run = client.get_run(run_id)
+            logged = run.data.params
+            self._floor[tid] = _last_logged_step(client, run)
+            self._last_step[tid] = max(self._last_step.get(tid, 0), self._floor[tid])
+            client.update_run(run_id, status="RUNNING")
+        self._run_ids[tid] = run_id
+        params = [Param(k, v) for k, v in op.payload["params"].items() if k not in logged]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=params[start : start + 100])
+
+    def _do_metrics(self, op: _Op) -> None:
+        run_id, step = self._run_id(op.trial_id), op.payload["step"]
+        if step <= self._floor.get(op.trial_id, 0):  # queued before we learnt it was logged already
+            return
+        timestamp = op.payload["timestamp"]
+        metrics = [Metric(k, v, timestamp, step) for k, v in op.payload["metrics"].items()]
+        self._mlflow().log_batch(run_id, metrics=metrics)
+
+    def _do_tags(self, op: _Op) -> None:
+        tags = [RunTag(k, v) for k, v in op.payload["tags"].items()]
+        self._mlflow().log_batch(self._run_id(op.trial_id), tags=tags)
+
+    def _do_end(self, op: _Op) -> None:
+        p = op.payload
+        _end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
+
+
+def _end_run(client: MlflowClient, run_id: str, status: str = "failed", run_status: str = "KILLED",
+             stopped_epoch: int | None = None) -> None:
+    tags = [RunTag(STATUS, status)]
+    if stopped_epoch is not None:
+        tags.append(RunTag(STOPPED_EPOCH, str(stopped_epoch)))
+    client.log_batch(run_id, tags=tags)
+    client.set_terminated(run_id, status=run_status)
+
+
+def _find_trial_run(client: MlflowClient, sweep_run: SweepRun, trial_id: str) -> str | None:
+    query = f"tags.`{PARENT}` = '{sweep_run.run_id}' AND tags.`{TRIAL_ID}` = '{trial_id}'"
+    runs = _search(client, sweep_run.experiment_id, query)
+    return runs[0].info.run_id if runs else None
+
+
+def _children(client: MlflowClient, sweep_run: SweepRun, *, status: str, on_error: list[str]) -> list:
+    query = f"tags.`{PARENT}` = '{sweep_run.run_id}' AND attributes.status = '{status}'"
+    try:
+        with _short_http():
+            return _search(client, sweep_run.experiment_id, query)
+    except Exception as exc:
+        on_error.append(f"closing child runs left {status}: {_one_line(exc)}")
+        return []
+
+
+def _search(client: MlflowClient, experiment_id: str, query: str) -> list:
+    """All runs matching query, newest first (search_runs pages at 1000)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _last_logged_step(client: MlflowClient, run) -> int:
+    keys = [k for k in run.data.metrics if k in METRICS + OPTIONAL_METRICS]
+    steps = [m.step for k in keys for m in client.get_metric_history(run.info.run_id, k)]
+    return max(steps, default=0)
+
+
+def _trial_label(params: dict) -> str:
+    """E.g. {"optimizer": "sgd", "lr": 0.01, "optimizer.momentum": 0.9} -> "sgd lr=0.01 momentum=0.9"."""
+    # HyperOpt's evaluated params are paths ("optimizer/optimizer.momentum"), Tune's are nested dicts.
+    flat = {key.rsplit("/", 1)[-1]: value for key, value in flatten(params).items()}
+    names, parts = [], []  # choices by name first ("sgd"), then numbers ("lr=0.01")
+    for key, value in flat.items():
+        name = key.rsplit(".", 1)[-1]
+        if isinstance(value, str):
+            names.append(value)
+        elif isinstance(value, float):
+            parts.append(f"{name}={value:.3g}")
+        elif isinstance(value, (tuple, list)):
+            parts.append(f"{name}={','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{name}={value}")
+    return " ".join(names + parts)[:200] or "trial"
+
+
+def _param_value(value: Any) -> str:
+    return str(value)[:6000]  # MLflow's limit on a param value, in characters
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """A request MLflow rejected (4xx other than 429 rate limiting) fails the same way when retried."""
+    if not isinstance(exc, MlflowException):
+        return False
+    status = exc.get_http_status_code()
+    return 400 <= status < 500 and status != 429
+
+
+def _one_line(exc: BaseException, *, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _local_store_folder(uri: str) -> Path | None:
+    """The folder a local store writes into, or None for stores that are not local files."""
+    if uri.startswith("sqlite:///"):
+        db_path = uri[len("sqlite:///") :]
+        return None if db_path in ("", ":memory:") else Path(db_path).absolute().parent
+    if uri.startswith("file:"):
+        from mlflow.utils.uri import local_file_uri_to_path
+
+        return Path(local_file_uri_to_path(uri)).absolute()
+    return Path(uri).absolute() if "://" not in uri and not uri.startswith("databricks") else None
+
+
+@contextmanager
+def _short_http() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in _SHORT_HTTP}
+    os.environ.update(_SHORT_HTTP)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """mlflow.pytorch.log_model only uses the global URI; set it, then restore it and $MLFLOW_TRACKING_URI."""
+    from mlflow.tracking._tracking_service import utils
+
+    saved_global, saved_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_global)  # None also clears $MLFLOW_TRACKING_URI
+        if saved_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
