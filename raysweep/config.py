@@ -41,7 +41,7 @@ class TrialConfig:
     optimizer: str = "sgd"
     lr: float = 0.01
     batch_size: int | str = 32  # 1: stochastic, N: mini-batch, "full": batch GD
-    optimizer_momentum: float | None = None  # None: the optimizer's own default (0.9 for momentum / nesterov)
+    optimizer_momentum: float | None = None  # None: 0.9 for momentum / Nesterov, 0 for plain sgd
     optimizer_nesterov: bool = False
     optimizer_beta1: float = 0.9
     optimizer_beta2: float = 0.999
@@ -87,6 +87,10 @@ class TrialConfig:
             value = getattr(self, name)
             if not holds(value, self):
                 raise ConfigError(f"`{field_key(name)}` must be {rule}, but got {field_key(name)}={value!r}")
+        nesterov = self.optimizer == "nesterov" or (self.optimizer == "sgd" and self.optimizer_nesterov)
+        if nesterov and self.optimizer_momentum is not None and self.optimizer_momentum <= 0:
+            raise ConfigError(f"`optimizer.momentum` must be > 0 for Nesterov momentum, but got "
+                              f"optimizer.momentum={self.optimizer_momentum!r}")
 
 
 def flatten(config: Mapping[str, Any]) -> dict[str, Any]:

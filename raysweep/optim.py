@@ -23,13 +23,16 @@ Params = Iterable[torch.nn.Parameter]
 
 
 def _sgd(params: Params, config: TrialConfig, *, momentum: float = 0.0, nesterov: bool = False) -> torch.optim.SGD:
+    nesterov = nesterov or config.optimizer_nesterov
     if config.optimizer_momentum is not None:
         momentum = config.optimizer_momentum
+    elif nesterov:
+        momentum = 0.9  # Nesterov needs momentum; sgd with optimizer.nesterov=True gets the same default as "nesterov"
     return torch.optim.SGD(
         params,
         lr=config.lr,
         momentum=momentum,
-        nesterov=nesterov or config.optimizer_nesterov,
+        nesterov=nesterov,
         weight_decay=config.weight_decay,
         foreach=True,  # one fused op per step instead of one per tensor: matters at batch size 1
     )

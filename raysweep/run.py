@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from raysweep import results
 from raysweep import sweep as sweeps
@@ -90,7 +90,8 @@ def describe(sweep: sweeps.Sweep) -> dict:
 
 
 def fail(message: str) -> NoReturn:
-    print(f"raysweep.run: error: {message}", file=sys.stderr)
+    one_line = " ".join(message.split())  # the contract: one line on stderr, whatever the message was
+    print(f"raysweep.run: error: {one_line}", file=sys.stderr)
     raise SystemExit(USAGE_ERROR)
 
 
@@ -146,10 +147,8 @@ def run(
     """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-    from ray.tune.search.hyperopt import HyperOptSearch
 
-    from raysweep import space, tracking, train
+    from raysweep import tracking, train
 
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
     sweep_run = tracking.start_sweep_run(
@@ -168,25 +167,7 @@ def run(
     if previous is not None:
         tuner = tune.Tuner.restore(f"{storage_path}/{run_name}", trainable=trainable, resume_errored=True)
     else:
-        if sweep.searcher == "tpe":
-            points = [space.hyperopt_point(sweep.space, p) for p in sweep.points_to_evaluate]
-            searcher = HyperOptSearch(
-                space=space.to_hyperopt(sweep.space),
-                metric=sweep.metric,
-                mode=sweep.mode,
-                points_to_evaluate=points or None,
-                n_initial_points=min(10, max(sweep.num_samples // 4, 2)),  # random start-up, then TPE
-                random_state_seed=sweep.seed,
-            )
-            param_space = sweeps.trial_settings(sweep)
-        else:
-            searcher = BasicVariantGenerator(
-                random_state=sweep.seed,
-                points_to_evaluate=[space.tune_point(sweep.space, p) for p in sweep.points_to_evaluate] or None,
-            )
-            param_space = {**sweeps.trial_settings(sweep), **space.to_tune(sweep.space, grid=sweep.searcher == "grid")}
-        if sweep.max_concurrent and sweep.searcher == "tpe":
-            searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent)
+        searcher, param_space = search_algorithm(sweep)
         scheduler = FIFOScheduler()
         if sweep.scheduler == "asha":
             scheduler = ASHAScheduler(
@@ -222,6 +203,34 @@ def run(
         )
     grid = tuner.fit()
     return results.finish(sweep, grid=grid, dataset=dataset, sweep_run=sweep_run)
+
+
+def search_algorithm(sweep: sweeps.Sweep) -> tuple[Any, dict[str, Any]]:
+    """The Tune search algorithm for the sweep's searcher, and the param_space to pass beside it."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    from raysweep import space
+
+    if sweep.searcher == "grid":  # Ray Tune's own generator walks the nested grid_search of every valid combination
+        return BasicVariantGenerator(random_state=sweep.seed), {
+            **sweeps.trial_settings(sweep), **space.to_tune(sweep.space, grid=True)
+        }
+    # Random search samples the same nested HyperOpt space from its prior (TPE that never leaves its random start-up
+    # phase), so conditional children and points_to_evaluate behave exactly as they do under TPE.
+    points = [space.hyperopt_point(sweep.space, p) for p in sweep.points_to_evaluate]
+    startup = sweep.num_samples if sweep.searcher == "random" else min(10, max(sweep.num_samples // 4, 2))
+    searcher = space.complete_points(HyperOptSearch(
+        space=space.to_hyperopt(sweep.space),
+        metric=sweep.metric,
+        mode=sweep.mode,
+        points_to_evaluate=points or None,
+        n_initial_points=startup,
+        random_state_seed=sweep.seed,
+    ))
+    if sweep.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent)
+    return searcher, sweeps.trial_settings(sweep)
 
 
 def search_params(sweep: sweeps.Sweep) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""A sweep's search space in the forms its searcher takes: HyperOpt's space for TPE, Ray Tune domains for random and
-grid search. Conditional children live inside their option, so no searcher ever proposes a child without its parent.
+"""A sweep's search space in the forms its searcher takes: HyperOpt's space for TPE and random search, Ray Tune's
+nested grid_search for grid search (and Ray Tune domains for --dry-run's samples). Conditional children live inside
+their option, so no searcher ever proposes a child without its parent.
 
 A conditional choice comes back from every searcher as a nested dict under its name, e.g.
 {"optimizer": {"optimizer": "sgd", "optimizer.momentum": 0.9}}; `sweep.flatten` turns that into flat settings.
@@ -8,12 +9,16 @@ A conditional choice comes back from every searcher as a nested dict under its n
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from hyperopt import hp
 from ray import tune
 
 from raysweep.sweep import Choice, Sweep, Uniform, flatten, searched_names
+
+if TYPE_CHECKING:
+    from ray.tune.search.hyperopt import HyperOptSearch
 
 
 def _label(path: str, key: str) -> str:
@@ -61,8 +66,23 @@ def hyperopt_point(space: dict[str, Any], point: dict[str, Any], *, path: str = 
     return out
 
 
+def complete_points(searcher: HyperOptSearch) -> HyperOptSearch:
+    """Record a HyperOptSearch's points_to_evaluate as HyperOpt records its own trials; returns the same searcher.
+
+    HyperOpt's generate_trials_to_calculate stores only the labels a point sets, and TPE looks every label up in every
+    trial: the first suggestion after the start-up phase fails with a KeyError on an inactive branch's label
+    (hyperopt#646). HyperOpt's own trials list an inactive label with no index and no value; so do these.
+    """
+    labels = list(searcher.domain.params)  # every branch's labels
+    for trial in searcher._hpopt_trials.trials:  # the points, queued as HyperOpt trials not yet run
+        for part in ("idxs", "vals"):
+            for label in labels:
+                trial["misc"][part].setdefault(label, [])
+    return searcher
+
+
 def to_tune(space: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
-    """Ray Tune domains: random search samples them; grid search walks every valid combination."""
+    """Ray Tune domains: grid search walks every valid combination; --dry-run samples the others."""
     out: dict[str, Any] = {}
     for key, domain in space.items():
         if isinstance(domain, Uniform):
@@ -83,28 +103,16 @@ def to_tune(space: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
     return out
 
 
-def tune_point(space: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
-    """A flat config -> the nested form Tune's random search reports, for points_to_evaluate."""
-    out: dict[str, Any] = {}
-    for key, domain in space.items():
-        if key not in point:
-            continue
-        if isinstance(domain, Choice) and domain.conditional:
-            children = domain.children[domain.options.index(point[key])]
-            out[key] = {key: point[key], **tune_point(children, point)}
-        else:
-            out[key] = point[key]
-    return out
-
-
 def sample(sweep: Sweep, *, count: int) -> list[dict[str, Any]]:
     """A few flat trial configs the searcher could propose (grid: the first ones it will run), for --dry-run."""
     from ray.tune.search.variant_generator import generate_variants
 
     space = to_tune(sweep.space, grid=sweep.searcher == "grid")
+    # One generator for all draws: Ray re-seeds every domain from an int seed, so each value would reuse one number.
+    rng = np.random.default_rng(sweep.seed)
     configs = []
-    for i in range(count if sweep.searcher != "grid" else 1):
-        for _, config in generate_variants(space, random_state=sweep.seed + i):
+    for _ in range(count if sweep.searcher != "grid" else 1):
+        for _, config in generate_variants(space, random_state=rng):
             configs.append(flatten(config))
     return configs[:count]
 
@@ -116,4 +124,6 @@ def grid_size(sweep: Sweep) -> int:
     return sum(1 for _ in generate_variants(to_tune(sweep.space, grid=True)))
 
 
-__all__ = ["grid_size", "hyperopt_point", "sample", "searched_names", "to_hyperopt", "to_tune", "tune_point"]
+__all__ = [
+    "complete_points", "grid_size", "hyperopt_point", "sample", "searched_names", "to_hyperopt", "to_tune",
+]

@@ -14,6 +14,9 @@ import ast
 import dataclasses
 import importlib.util
 import math
+import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,12 +116,14 @@ def load(path: str | Path) -> Sweep:
     if spec is None or spec.loader is None or path.suffix != ".py":
         raise SweepError(f"sweep file: `{path}` must be a Python file ending in .py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as `import` does: a dataclass in the file looks its module up there
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise SweepError(f"sweep file {path}: syntax error at line {exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # the file is user code: whatever it raises is a bad sweep file
-        raise SweepError(f"sweep file {path}: {type(exc).__name__} while importing: {exc}") from None
+        message = " ".join(str(exc).split())  # the contract is one line on stderr
+        raise SweepError(f"sweep file {path}: {type(exc).__name__} while importing: {message}") from None
     sweep = getattr(module, "SWEEP", None)
     if sweep is None:
         raise SweepError(f"sweep file {path}: must define `SWEEP = Sweep(...)`, but defines no SWEEP")
@@ -180,7 +185,7 @@ def _fail(field_name: str, rule: str, value: Any) -> SweepError:
 
 def _check_setting(where: str, setting: str) -> None:
     valid = TrialConfig.__dataclass_fields__
-    if setting.replace(".", "_") not in valid or setting in ("max_epochs", "seed"):
+    if not isinstance(setting, str) or setting.replace(".", "_") not in valid or setting in ("max_epochs", "seed"):
         raise SweepError(f"{where}: unknown trial setting `{setting}` (max_epochs and seed are Sweep fields)")
 
 
@@ -194,14 +199,14 @@ def validate(sweep: Sweep) -> None:
     checks = [
         ("name", isinstance(s.name, str) and s.name.replace("_", "").replace("-", "").isalnum(),
          "a non-empty name of letters, digits, - and _"),
-        ("dataset", s.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
+        ("dataset", isinstance(s.dataset, str) and s.dataset in DATASETS, f"one of {sorted(DATASETS)}"),
         ("searcher", s.searcher in SEARCHERS, f"one of {list(SEARCHERS)}"),
         ("scheduler", s.scheduler in SCHEDULERS, f"one of {list(SCHEDULERS)}"),
-        ("metric", s.metric in METRICS, f"one of {sorted(METRICS)}"),
+        ("metric", isinstance(s.metric, str) and s.metric in METRICS, f"one of {sorted(METRICS)}"),
         ("mode", s.mode in ("min", "max"), "'min' or 'max'"),
         ("num_samples", _is_int(s.num_samples) and s.num_samples >= 1, "an integer >= 1"),
         ("max_epochs", _is_int(s.max_epochs) and s.max_epochs >= 1, "an integer >= 1"),
-        ("grace_period", _is_int(s.grace_period) and 1 <= s.grace_period <= max(s.max_epochs, 1),
+        ("grace_period", _is_int(s.grace_period) and _is_int(s.max_epochs) and 1 <= s.grace_period <= s.max_epochs,
          f"an integer in [1, max_epochs={s.max_epochs}]"),
         ("reduction_factor", _is_int(s.reduction_factor) and s.reduction_factor >= 2, "an integer >= 2"),
         ("max_concurrent", _is_int(s.max_concurrent) and s.max_concurrent >= 0, "an integer >= 0 (0: no limit)"),
@@ -211,7 +216,8 @@ def validate(sweep: Sweep) -> None:
         ("seed", _is_int(s.seed), "an integer"),
         ("val_pick", s.val_pick in VAL_PICKS, f"one of {list(VAL_PICKS)}"),
         ("subset", s.subset is None or (_is_int(s.subset) and s.subset >= 1), "None or an integer >= 1"),
-        ("val_size", s.val_size is None or (isinstance(s.val_size, int | float) and s.val_size > 0),
+        ("val_size", s.val_size is None or (_is_int(s.val_size) and s.val_size >= 1)
+         or (isinstance(s.val_size, float) and 0 < s.val_size < 1),
          "None, a count >= 1 or a fraction in (0, 1)"),
         ("fixed", isinstance(s.fixed, dict), "a dict of trial settings"),
         ("space", isinstance(s.space, dict), "a dict of trial settings to domains"),
@@ -226,6 +232,9 @@ def validate(sweep: Sweep) -> None:
         _check_setting("fixed", key)
     _try_config("fixed", trial_settings(s))
     _validate_space(s.space, base=trial_settings(s), where="space", searcher=s.searcher)
+    if s.searcher == "grid" and s.points_to_evaluate:
+        raise _fail("points_to_evaluate", "empty for grid search (the grid runs every combination)",
+                    s.points_to_evaluate)
     for i, point in enumerate(s.points_to_evaluate):
         _validate_point(s, point, where=f"points_to_evaluate[{i}]")
 
@@ -241,20 +250,27 @@ def _validate_space(space: dict[str, Any], *, base: dict[str, Any], where: str, 
     for key, domain in space.items():
         name = f"{where}.{key}"
         _check_setting(name, key)
-        if key in base and key not in ("max_epochs", "seed") and where == "space":
+        if key in base and key not in ("max_epochs", "seed"):  # at any depth: a fixed child would be overridden
             raise SweepError(f"`{name}`: a setting is either fixed or searched, but `{key}` is in both")
         if isinstance(domain, Uniform):
             if searcher == "grid":
                 raise SweepError(f"`{name}` must be a choice([...]) for grid search, but got a continuous domain")
-            if not (isinstance(domain.low, int | float) and isinstance(domain.high, int | float)):
-                raise _fail(f"{name}.low/high", "numbers", (domain.low, domain.high))
+            if not (is_finite_number(domain.low) and is_finite_number(domain.high)):
+                raise _fail(f"{name}.low/high", "finite numbers", (domain.low, domain.high))
             if not domain.low < domain.high:
                 raise SweepError(f"`{name}`: `low < high` must hold, but got low={domain.low}, high={domain.high}")
+            corners = (domain.low, domain.high)
             if domain.log and domain.low <= 0:
                 raise SweepError(f"`{name}`: loguniform needs `low > 0`, but got low={domain.low}")
-            if domain.q is not None and not (isinstance(domain.q, int | float) and domain.q > 0):
+            if domain.q is not None and not (is_finite_number(domain.q) and domain.q > 0):
                 raise _fail(f"{name}.q", "a number > 0", domain.q)
-            for corner in (domain.low, domain.high):
+            if domain.q is not None and not all(math.isclose(b / domain.q, round(b / domain.q)) for b in corners):
+                raise SweepError(f"`{name}`: low and high must be multiples of q (Ray Tune's rule), but got "
+                                 f"low={domain.low}, high={domain.high}, q={domain.q}")
+            if _whole_only(key) and not (domain.q is not None and float(domain.q).is_integer()):
+                raise SweepError(f"`{name}` takes whole numbers, so it needs a whole q, e.g. quniform(16, 256, 16), "
+                                 f"but got {describe(domain)}")
+            for corner in corners:
                 _try_config(name, {**base, key: corner})
         elif isinstance(domain, Choice):
             if len(domain.options) == 0:
@@ -271,13 +287,39 @@ def _validate_space(space: dict[str, Any], *, base: dict[str, Any], where: str, 
             )
 
 
+def _whole_only(setting: str) -> bool:
+    """Settings typed int (batch_size, patience, ...): a sampled 37.4 would fail in every trial."""
+    kind = typing.get_type_hints(TrialConfig)[setting.replace(".", "_")]
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    return int in options and float not in options
+
+
 def _validate_point(sweep: Sweep, point: Any, *, where: str) -> None:
     if not isinstance(point, dict):
         raise _fail(where, "a dict of settings", point)
-    unknown = set(point) - set(_searched_names(sweep.space))
+    names = _point_names(sweep.space, point, where=where)
+    unknown = set(point) - set(names)
     if unknown:
-        raise SweepError(f"`{where}`: every key must be a searched setting, but got {sorted(unknown)}")
+        raise SweepError(f"`{where}`: every key must be a searched setting under the options the point chose, "
+                         f"but got {sorted(unknown)}")
+    missing = [name for name in names if name not in point]
+    if missing and sweep.searcher == "tpe":  # HyperOpt cannot fill a partial point in; random search samples the rest
+        raise SweepError(f"`{where}`: TPE needs a value for every setting the point's options search, but got "
+                         f"none for {missing}")
     _try_config(where, {**trial_settings(sweep), **point})
+
+
+def _point_names(space: dict[str, Any], point: dict[str, Any], *, where: str) -> list[str]:
+    """The settings a point can give: the space's keys and the children of the options it chose."""
+    names = []
+    for key, domain in space.items():
+        names.append(key)
+        if isinstance(domain, Choice) and key in point:
+            if point[key] not in domain.options:
+                raise _fail(f"{where}.{key}", f"one of the choice's options {list(domain.options)}", point[key])
+            if domain.conditional:
+                names += _point_names(domain.children[domain.options.index(point[key])], point, where=where)
+    return names
 
 
 def _searched_names(space: dict[str, Any]) -> list[str]:

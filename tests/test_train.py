@@ -107,3 +107,13 @@ def test_inverse_time_decay_lowers_the_reported_lr(synthetic):
     history = final({"lr": 0.1, "schedule": "inverse_time", "schedule.decay": 0.01, "max_epochs": 2}, synthetic)
     steps = 600 // 32 + 1  # 19 batches of 32 in 600 examples
     assert history[-1]["lr"] == pytest.approx(0.1 / (1 + 0.01 * (2 * steps - 1)))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"optimizer": "nesterov", "optimizer.momentum": 0.0},
+     {"optimizer": "sgd", "optimizer.nesterov": True, "optimizer.momentum": 0.0}],
+)
+def test_nesterov_without_momentum_fails_before_training(values):
+    with pytest.raises(ConfigError, match=r"`optimizer.momentum` must be"):
+        TrialConfig.from_dict(values)
