@@ -139,6 +139,7 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
         artifacts.append(results_dir / "report")
     except Exception as exc:
         missing.append(f"comparison report not written: {str(exc).splitlines()[0]}")
+    missing = tracking.unlogged(sweep_run) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
     return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
 

@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="validate, print the sweep and sample configs")
     parser.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
     parser.add_argument("--storage", help="where Ray Tune keeps trial state (path or s3://); default ./results")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    parser.add_argument("--tracking-uri",
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's, sqlite:///mlflow.db)")
     parser.add_argument("--data-dir", help="data root (default: $RAYSWEEP_DATA_DIR, else ~/.cache/raysweep/data)")
     parser.add_argument("--seed", type=int, help="seed for the searcher and the trials")
     return parser.parse_args(argv)

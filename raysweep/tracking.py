@@ -139,7 +139,7 @@ def start_sweep_run(
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
-        experiment_id = client.create_experiment(experiment_name)
+        experiment_id = client.create_experiment(experiment_name, artifact_location=_local_artifacts(tracking_uri))
     else:
         experiment_id = experiment.experiment_id
         if experiment.lifecycle_stage == "deleted":
@@ -250,6 +250,14 @@ class _NoChildRun(Exception):
     """The trial's child run could not be created, so its later writes have nowhere to go."""
 
 
+_UNLOGGED: dict[str, list[str]] = {}  # parent run id -> what the sweep's callback could not log
+
+
+def unlogged(sweep_run: SweepRun) -> list[str]:
+    """What the trial callback of this sweep run could not log to MLflow, once the experiment has ended."""
+    return list(_UNLOGGED.get(sweep_run.run_id, []))
+
+
 class MlflowTrialCallback(Callback):
     """Logs each trial to a child run of the sweep's parent run, from the driver."""
 
@@ -334,7 +342,8 @@ class MlflowTrialCallback(Callback):
         self._drain()
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
-        self.flush()
+        # Kept by parent run: after Tuner.restore, Tune calls its own unpickled copy of this callback.
+        _UNLOGGED[self.sweep_run.run_id] = self.flush()
 
     # The queue. `_attempt` is the one wrapper every MLflow call of the callback goes through.
     def _end(self, trial: Trial, status: str, run_status: str, stopped_epoch: int) -> None:
@@ -497,6 +506,13 @@ def _is_permanent(exc: Exception) -> bool:
 def _one_line(exc: BaseException, *, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _local_artifacts(uri: str) -> str | None:
+    """Artifacts of a local sqlite store go beside its database, not into ./mlruns of whatever folder we run in."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a server chooses its own artifact store; a file store keeps artifacts inside itself
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
 
 
 def _local_store_folder(uri: str) -> Path | None:
