@@ -214,9 +214,8 @@ def search_algorithm(sweep: sweeps.Sweep) -> tuple[Any, dict[str, Any]]:
     from raysweep import space
 
     if sweep.searcher == "grid":  # Ray Tune's own generator walks the nested grid_search of every valid combination
-        return BasicVariantGenerator(random_state=sweep.seed), {
-            **sweeps.trial_settings(sweep), **space.to_tune(sweep.space, grid=True)
-        }
+        grid = {**sweeps.trial_settings(sweep), **space.grid_space(sweep)}
+        return BasicVariantGenerator(random_state=sweep.seed), grid
     # Random search samples the same nested HyperOpt space from its prior (TPE that never leaves its random start-up
     # phase), so conditional children and points_to_evaluate behave exactly as they do under TPE.
     points = [space.hyperopt_point(sweep.space, p) for p in sweep.points_to_evaluate]
@@ -241,7 +240,9 @@ def search_params(sweep: sweeps.Sweep) -> dict[str, str]:
     keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
             "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "subset", "val_size")
     params |= {key: str(getattr(sweep, key)) for key in keys}
-    params["searched"] = json.dumps(sweeps.searched_names(sweep))
+    params["searched"] = json.dumps(sweeps.varied_names(sweep))
+    if sweep.trials:
+        params["trials"] = json.dumps(list(sweep.trials), default=str)[:6000]  # MLflow caps a param's length
     return params
 
 

@@ -107,7 +107,7 @@ def sample(sweep: Sweep, *, count: int) -> list[dict[str, Any]]:
     """A few flat trial configs the searcher could propose (grid: the first ones it will run), for --dry-run."""
     from ray.tune.search.variant_generator import generate_variants
 
-    space = to_tune(sweep.space, grid=sweep.searcher == "grid")
+    space = grid_space(sweep) if sweep.searcher == "grid" else to_tune(sweep.space)
     # One generator for all draws: Ray re-seeds every domain from an int seed, so each value would reuse one number.
     rng = np.random.default_rng(sweep.seed)
     configs = []
@@ -121,9 +121,18 @@ def grid_size(sweep: Sweep) -> int:
     """How many trials one pass of the grid runs."""
     from ray.tune.search.variant_generator import generate_variants
 
-    return sum(1 for _ in generate_variants(to_tune(sweep.space, grid=True)))
+    return sum(1 for _ in generate_variants(grid_space(sweep)))
+
+
+def grid_space(sweep: Sweep) -> dict[str, Any]:
+    """The grid as Ray Tune's nested grid_search: the space's product, times the explicit trials if any."""
+    grid = to_tune(sweep.space, grid=True)
+    if sweep.trials:
+        grid["trial"] = tune.grid_search([dict(trial) for trial in sweep.trials])  # flatten() merges it in
+    return grid
 
 
 __all__ = [
-    "complete_points", "grid_size", "hyperopt_point", "sample", "searched_names", "to_hyperopt", "to_tune",
+    "complete_points", "grid_size", "grid_space", "hyperopt_point", "sample", "searched_names", "to_hyperopt",
+    "to_tune",
 ]

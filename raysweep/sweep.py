@@ -96,6 +96,9 @@ class Sweep:
     gpu: float = 0.0  # per trial; a fraction lets several trials share one GPU
     seed: int = 0  # seeds the searcher and every trial
     points_to_evaluate: tuple[dict[str, Any], ...] = ()  # flat configs tried first (tpe, random)
+    # Grid search over named cases instead of (or times) a product: each dict is one trial's settings beyond `fixed`,
+    # e.g. the optimizer study's "batch GD", "SGD batch 1", "Adam" rows.
+    trials: tuple[dict[str, Any], ...] = ()
     val_size: int | float | None = None  # None: the data set's default (MNIST, CIFAR-10: the first 5,000)
     val_pick: str = "first"
     subset: int | None = None  # first N training examples, for quick runs
@@ -165,10 +168,14 @@ def override(sweep: Sweep, assignments: list[str]) -> Sweep:
 
 def smoke(sweep: Sweep) -> Sweep:
     """2 trials, 1 epoch, 256 training examples: the whole path in seconds."""
+    # A grid of explicit trials keeps its first two; a product grid is sampled at random instead.
+    product_grid = sweep.searcher == "grid" and not sweep.trials
     return dataclasses.replace(
         sweep,
-        searcher="random" if sweep.searcher == "grid" else sweep.searcher,
-        num_samples=2,
+        searcher="random" if product_grid else sweep.searcher,
+        trials=sweep.trials[:2],
+        space={} if sweep.trials else sweep.space,
+        num_samples=2 if not sweep.trials else 1,
         max_epochs=1,
         grace_period=1,
         max_concurrent=2,
@@ -237,6 +244,24 @@ def validate(sweep: Sweep) -> None:
                     s.points_to_evaluate)
     for i, point in enumerate(s.points_to_evaluate):
         _validate_point(s, point, where=f"points_to_evaluate[{i}]")
+    _validate_trials(s)
+
+
+def _validate_trials(s: Sweep) -> None:
+    if not isinstance(s.trials, list | tuple):
+        raise _fail("trials", "a list of dicts of trial settings", s.trials)
+    if s.trials and s.searcher != "grid":
+        raise _fail("searcher", "'grid' when `trials` lists explicit trials", s.searcher)
+    for i, trial in enumerate(s.trials):
+        where = f"trials[{i}]"
+        if not isinstance(trial, dict) or not trial:
+            raise _fail(where, "a non-empty dict of trial settings", trial)
+        for key in trial:
+            _check_setting(where, key)
+            if key in s.fixed or key in searched_names(s):
+                raise SweepError(f"`{where}.{key}`: a trial may only set what `fixed` and `space` leave free, "
+                                 f"but `{key}` is also in {'fixed' if key in s.fixed else 'space'}")
+        _try_config(where, {**trial_settings(s), **trial})
 
 
 def _try_config(where: str, values: dict[str, Any]) -> None:
@@ -333,8 +358,13 @@ def _searched_names(space: dict[str, Any]) -> list[str]:
 
 
 def searched_names(sweep: Sweep) -> list[str]:
-    """Every setting the space can vary, children included, in order."""
+    """Every setting the space can vary, children included, in order (not counting explicit `trials`)."""
     return list(dict.fromkeys(_searched_names(sweep.space)))
+
+
+def varied_names(sweep: Sweep) -> list[str]:
+    """Every setting that can differ between trials: the space's and the explicit trials'."""
+    return list(dict.fromkeys(searched_names(sweep) + [key for trial in sweep.trials for key in trial]))
 
 
 def describe(domain: Any) -> str:
