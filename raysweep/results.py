@@ -97,7 +97,7 @@ def trial_rows(sweep: sweeps.Sweep, grid: ResultGrid) -> pd.DataFrame:
 
 def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run: SweepRun) -> Outcome:
     """Rows, best trial on the test split, CSV, MLflow summary and report."""
-    from raysweep import report, tracking
+    from raysweep import report, tracking, tracking_callback
 
     table = trial_rows(sweep, grid)
     results_dir = _local_results_dir(grid.experiment_path, sweep.name)
@@ -139,7 +139,7 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
         artifacts.append(results_dir / "report")
     except Exception as exc:
         missing.append(f"comparison report not written: {str(exc).splitlines()[0]}")
-    missing = tracking.unlogged(sweep_run) + missing
+    missing = tracking_callback.unlogged(sweep_run) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
     return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
 

@@ -150,6 +150,7 @@ def run(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raysweep import tracking, train
+    from raysweep.tracking_callback import MlflowTrialCallback
 
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
     sweep_run = tracking.start_sweep_run(
@@ -192,7 +193,7 @@ def run(
             run_config=tune.RunConfig(
                 name=run_name,
                 storage_path=storage_path,
-                callbacks=[tracking.MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs)],
+                callbacks=[MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs)],
                 # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
                 failure_config=tune.FailureConfig(max_failures=3),
                 # Checkpoint every epoch, keep each trial's best (by the sweep metric) and its latest, nothing more.

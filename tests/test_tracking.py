@@ -23,7 +23,6 @@ from raysweep.tracking import (
     STATUS,
     STOPPED_EPOCH,
     TRIAL_ID,
-    MlflowTrialCallback,
     SweepRun,
     TrackingUnavailableError,
     check_reachable,
@@ -33,6 +32,7 @@ from raysweep.tracking import (
     resolve_tracking_uri,
     start_sweep_run,
 )
+from raysweep.tracking_callback import MlflowTrialCallback
 
 try:  # tests/ as a package, or tests/ on sys.path (pytest's rootdir-relative import)
     from tests.servers import MlflowServer, free_port

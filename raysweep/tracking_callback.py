@@ -1,0 +1,263 @@
+"""The Ray Tune callback that logs every trial to its own MLflow child run, from the driver.
+
+Workers never talk to MLflow. An MLflow outage never raises into Tune: every write waits in a queue, is retried on
+later hooks and at the end, and whatever stays unlogged is listed in `callback.missing` and `unlogged(sweep_run)`
+(Tune's own files still hold every result).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from raysweep.config import flatten
+from raysweep.tracking import (
+    METRICS,
+    OPTIONAL_METRICS,
+    PARENT,
+    ROLE,
+    TRIAL_ID,
+    SweepRun,
+    _end_run,
+    _find_trial_run,
+    _one_line,
+    _param_value,
+    _short_http,
+)
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One queued MLflow write for one trial; kind names a `_do_<kind>` method."""
+
+    kind: str  # "open" | "metrics" | "tags" | "end"
+    trial_id: str
+    what: str  # one line for `missing`
+    payload: dict = field(default_factory=dict)
+
+
+class _NoChildRun(Exception):
+    """The trial's child run could not be created, so its later writes have nowhere to go."""
+
+
+_UNLOGGED: dict[str, list[str]] = {}  # parent run id -> what the sweep's callback could not log
+
+
+def unlogged(sweep_run: SweepRun) -> list[str]:
+    """What the trial callback of this sweep run could not log to MLflow, once the experiment has ended."""
+    return list(_UNLOGGED.get(sweep_run.run_id, []))
+
+
+class MlflowTrialCallback(Callback):
+    """Logs each trial to a child run of the sweep's parent run, from the driver."""
+
+    def __init__(self, *, sweep_run: SweepRun, max_epochs: int, retry_every_s: float = 5.0) -> None:
+        self.sweep_run = sweep_run
+        self.max_epochs = max_epochs
+        self.retry_every_s = retry_every_s  # seconds before the first retry; doubles up to 60 s
+        self._queue: list[_Op] = []  # FIFO, so a trial's run is opened before anything is logged to it
+        self._dropped: list[str] = []
+        self._opened: set[str] = set()
+        self._run_ids: dict[str, str] = {}  # trial_id -> child run id
+        self._floor: dict[str, int] = {}  # epochs <= floor were logged before this callback attached
+        self._last_step: dict[str, int] = {}
+        self._last_result: dict[str, dict] = {}
+        self._retry_at = 0.0  # time.monotonic() before which a failed queue is not retried
+        self._failures = 0  # failed tries in a row
+        self._last_error = ""
+        self._client: MlflowClient | None = None  # created lazily: Tune pickles callbacks
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def missing(self) -> list[str]:
+        """One line per write that is not in MLflow (dropped, or still queued after MLflow errors)."""
+        if not self._queue:
+            return list(self._dropped)
+        error = f"MLflow at {self.sweep_run.tracking_uri} failed: {self._last_error}"
+        return [*self._dropped, error, *(f"{op.what} not logged" for op in self._queue)]
+
+    def flush(self, *, attempts: int = 3, pause_s: float = 1.0) -> list[str]:
+        """Retry the queue now, up to `attempts` times `pause_s` seconds apart; returns `missing`."""
+        for attempt in range(attempts):
+            self._drain(force=True)
+            if not self._queue:
+                break
+            if attempt + 1 < attempts:
+                time.sleep(pause_s)
+        return self.missing
+
+    # Ray Tune hooks: each only records and queues; `_drain` makes the MLflow calls.
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        if trial.trial_id in self._opened:  # a trial restarted after a failure keeps its run
+            return
+        self._opened.add(trial.trial_id)
+        params = {k: _param_value(v) for k, v in flatten(trial.config).items()}
+        label = _trial_label(trial.evaluated_params or trial.config)
+        self._submit(_Op("open", trial.trial_id, f"trial {trial.trial_id}: child run '{label}'",
+                         {"label": label, "params": params}))
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
+        tid = trial.trial_id
+        self._last_result[tid] = result
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self._last_step.get(tid, 0):  # a restarted trial repeats epochs already logged
+            return
+        self._last_step[tid] = step
+        values = {k: float(result[k]) for k in METRICS + OPTIONAL_METRICS if _is_number(result.get(k))}
+        self._submit(_Op("metrics", tid, f"trial {tid}: metrics of epoch {step}",
+                         {"step": step, "timestamp": int(time.time() * 1000), "metrics": values}))
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        last = self._last_result.get(trial.trial_id) or trial.last_result or {}
+        epoch = int(last.get("epoch", last.get("training_iteration", 0)))
+        if last.get("diverged"):
+            status = "diverged"
+        elif last.get("early_stopped") or epoch < self.max_epochs:  # our early stopping, or ASHA's
+            status = "early_stopped"
+        else:
+            status = "completed"
+        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch))
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        last = self._last_result.get(trial.trial_id) or trial.last_result or {}
+        self._end(trial, "failed", "FAILED", int(last.get("epoch", last.get("training_iteration", 0))))
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._submit(_Op("tags", trial.trial_id, f"trial {trial.trial_id}: failure count",
+                         {"tags": {"raysweep.failures": str(trial.num_failures)}}))
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
+        self._drain()
+
+    def on_experiment_end(self, trials: list[Trial], **info) -> None:
+        # Kept by parent run: after Tuner.restore, Tune calls its own unpickled copy of this callback.
+        _UNLOGGED[self.sweep_run.run_id] = self.flush()
+
+    # The queue. `_attempt` is the one wrapper every MLflow call of the callback goes through.
+    def _end(self, trial: Trial, status: str, run_status: str, stopped_epoch: int) -> None:
+        tid = trial.trial_id
+        self._submit(_Op("end", tid, f"trial {tid}: end status '{status}'",
+                         {"status": status, "run_status": run_status, "stopped_epoch": stopped_epoch}))
+
+    def _submit(self, op: _Op) -> None:
+        self._queue.append(op)
+        self._drain()
+
+    def _drain(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() < self._retry_at:
+            return
+        while self._queue:
+            if not self._attempt(self._queue[0]):
+                # Back off while MLflow stays down (a hung server costs a request timeout per try).
+                self._failures += 1
+                self._retry_at = time.monotonic() + min(self.retry_every_s * 2 ** (self._failures - 1), 60.0)
+                return
+            self._failures = 0
+            self._queue.pop(0)
+
+    def _attempt(self, op: _Op) -> bool:
+        """True when op is done (logged, or dropped for good); False to retry it later."""
+        try:
+            with _short_http():
+                getattr(self, f"_do_{op.kind}")(op)
+            return True
+        except Exception as exc:
+            if isinstance(exc, _NoChildRun) or _is_permanent(exc):
+                self._dropped.append(f"{op.what} not logged: {_one_line(exc)}")
+                return True
+            self._last_error = _one_line(exc, limit=400)
+            return False
+
+    def _mlflow(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.sweep_run.tracking_uri)
+        return self._client
+
+    def _run_id(self, trial_id: str) -> str:
+        if trial_id not in self._run_ids:
+            raise _NoChildRun(f"trial {trial_id} has no child run")
+        return self._run_ids[trial_id]
+
+    def _do_open(self, op: _Op) -> None:
+        client, tid = self._mlflow(), op.trial_id
+        # Looking up first makes a retry after a timed-out create, and a resumed sweep, reuse the run.
+        run_id = _find_trial_run(client, self.sweep_run, tid)
+        if run_id is None:
+            tags = {ROLE: "trial", PARENT: self.sweep_run.run_id, TRIAL_ID: tid}
+            run = client.create_run(self.sweep_run.experiment_id, run_name=op.payload["label"], tags=tags)
+            run_id, logged = run.info.run_id, {}
+        else:
+            run = client.get_run(run_id)
+            logged = run.data.params
+            self._floor[tid] = _last_logged_step(client, run)
+            self._last_step[tid] = max(self._last_step.get(tid, 0), self._floor[tid])
+            client.update_run(run_id, status="RUNNING")
+        self._run_ids[tid] = run_id
+        params = [Param(k, v) for k, v in op.payload["params"].items() if k not in logged]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=params[start : start + 100])
+
+    def _do_metrics(self, op: _Op) -> None:
+        run_id, step = self._run_id(op.trial_id), op.payload["step"]
+        if step <= self._floor.get(op.trial_id, 0):  # queued before we learnt it was logged already
+            return
+        timestamp = op.payload["timestamp"]
+        metrics = [Metric(k, v, timestamp, step) for k, v in op.payload["metrics"].items()]
+        self._mlflow().log_batch(run_id, metrics=metrics)
+
+    def _do_tags(self, op: _Op) -> None:
+        tags = [RunTag(k, v) for k, v in op.payload["tags"].items()]
+        self._mlflow().log_batch(self._run_id(op.trial_id), tags=tags)
+
+    def _do_end(self, op: _Op) -> None:
+        p = op.payload
+        _end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
+
+
+
+
+def _last_logged_step(client: MlflowClient, run) -> int:
+    keys = [k for k in run.data.metrics if k in METRICS + OPTIONAL_METRICS]
+    steps = [m.step for k in keys for m in client.get_metric_history(run.info.run_id, k)]
+    return max(steps, default=0)
+
+
+def _trial_label(params: dict) -> str:
+    """E.g. {"optimizer": "sgd", "lr": 0.01, "optimizer.momentum": 0.9} -> "sgd lr=0.01 momentum=0.9"."""
+    # HyperOpt's evaluated params are paths ("optimizer/optimizer.momentum"), Tune's are nested dicts.
+    flat = {key.rsplit("/", 1)[-1]: value for key, value in flatten(params).items()}
+    names, parts = [], []  # choices by name first ("sgd"), then numbers ("lr=0.01")
+    for key, value in flat.items():
+        name = key.rsplit(".", 1)[-1]
+        if isinstance(value, str):
+            names.append(value)
+        elif isinstance(value, float):
+            parts.append(f"{name}={value:.3g}")
+        elif isinstance(value, (tuple, list)):
+            parts.append(f"{name}={','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{name}={value}")
+    return " ".join(names + parts)[:200] or "trial"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """A request MLflow rejected (4xx other than 429 rate limiting) fails the same way when retried."""
+    if not isinstance(exc, MlflowException):
+        return False
+    status = exc.get_http_status_code()
+    return 400 <= status < 500 and status != 429
