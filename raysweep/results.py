@@ -97,7 +97,7 @@ def trial_rows(sweep: sweeps.Sweep, grid: ResultGrid) -> pd.DataFrame:
 
 def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run: SweepRun) -> Outcome:
     """Rows, best trial on the test split, CSV, MLflow summary and report."""
-    from raysweep import report, tracking, tracking_callback
+    from raysweep import report, tracking, tracking_callback, train
 
     table = trial_rows(sweep, grid)
     results_dir = _local_results_dir(grid.experiment_path, sweep.name)
@@ -119,22 +119,24 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
         best = {**row.to_dict(), **test}
         table.loc[row.name, ["test_loss", "test_acc"]] = test["test_loss"], test["test_acc"]
         metrics = {"best_val_acc": float(row.get("best_val_acc", row["val_acc"])), "best_test_acc": test["test_acc"]}
-        try:
-            run_id = tracking.find_trial_run(sweep_run, row["trial_id"])
-            if run_id:
-                tags["raysweep.best_run_id"] = run_id
-                best["run_id"] = run_id
-                example = dataset.x_test[:2].astype("float32")
-                tracking.log_best_trial(sweep_run, child_run_id=run_id, test_metrics=test, model=model,
-                                        input_example=example)
+        try:  # short timeouts, no backoff: a tracking server that went away must not stall the end of the sweep
+            with tracking.short_http():
+                run_id = tracking.find_trial_run(sweep_run, row["trial_id"])
+                if run_id:
+                    tags["raysweep.best_run_id"] = run_id
+                    best["run_id"] = run_id
+                    example, _ = train.to_tensors(dataset, dataset.x_test[:2], dataset.y_test[:2], device="cpu")
+                    tracking.log_best_trial(sweep_run, child_run_id=run_id, test_metrics=test, model=model,
+                                            input_example=example.numpy())  # normalised images (B, C, H, W)
         except Exception as exc:  # MLflow down at the end: the CSV still holds every result
             missing.append(f"best model and test metrics not logged: {str(exc).splitlines()[0]}")
     csv_path = results_dir / RESULTS_CSV
     table.drop(columns=["path"]).to_csv(csv_path, index=False)
     artifacts = [csv_path]
     try:
-        collected = report.collect(experiment_name=sweep.name, tracking_uri=sweep_run.tracking_uri,
-                                   parent_run_id=sweep_run.run_id)
+        with tracking.short_http():
+            collected = report.collect(experiment_name=sweep.name, tracking_uri=sweep_run.tracking_uri,
+                                       parent_run_id=sweep_run.run_id)
         report.write_report(collected, out_dir=results_dir / "report")
         artifacts.append(results_dir / "report")
     except Exception as exc:

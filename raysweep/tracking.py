@@ -180,7 +180,7 @@ def finish_sweep_run(
 
     def attempt(what: str, action) -> None:
         try:
-            with _short_http():
+            with short_http():
                 action()
         except Exception as exc:
             failures.append(f"{what} not logged: {_one_line(exc)}")
@@ -248,7 +248,7 @@ def _find_trial_run(client: MlflowClient, sweep_run: SweepRun, trial_id: str) ->
 def _children(client: MlflowClient, sweep_run: SweepRun, *, status: str, on_error: list[str]) -> list:
     query = f"tags.`{PARENT}` = '{sweep_run.run_id}' AND attributes.status = '{status}'"
     try:
-        with _short_http():
+        with short_http():
             return _search(client, sweep_run.experiment_id, query)
     except Exception as exc:
         on_error.append(f"closing child runs left {status}: {_one_line(exc)}")
@@ -296,7 +296,7 @@ def _local_store_folder(uri: str) -> Path | None:
 
 
 @contextmanager
-def _short_http() -> Iterator[None]:
+def short_http() -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in _SHORT_HTTP}
     os.environ.update(_SHORT_HTTP)
     try:

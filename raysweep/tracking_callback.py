@@ -28,7 +28,7 @@ from raysweep.tracking import (
     _find_trial_run,
     _one_line,
     _param_value,
-    _short_http,
+    short_http,
 )
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class MlflowTrialCallback(Callback):
     def _attempt(self, op: _Op) -> bool:
         """True when op is done (logged, or dropped for good); False to retry it later."""
         try:
-            with _short_http():
+            with short_http():
                 getattr(self, f"_do_{op.kind}")(op)
             return True
         except Exception as exc:

@@ -1,0 +1,120 @@
+"""The sweep command against a real `mlflow server` on 127.0.0.1: the whole record, and an outage mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import mlflow.pytorch
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tests.servers import MlflowServer
+from tests.sweep_runs import REPO, command, result_lines, run_sweep, sweep_env, trials_csv, write_sweep
+
+QUICK = """
+SWEEP = Sweep(
+    name="{name}",
+    dataset="digits",
+    fixed={{"hidden": [32], "batch_size": 32}},
+    space={{"optimizer": choice({{"sgd": {{"optimizer.momentum": uniform(0.5, 0.9)}}, "adam": {{}}}}),
+            "lr": loguniform(1e-3, 1e-1)}},
+    searcher="tpe",
+    scheduler="none",
+    num_samples=3,
+    max_epochs=3,
+    max_concurrent=2,
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with MlflowServer(tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def served_run(server, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("served")
+    done = run_sweep(write_sweep(folder, QUICK.format(name="served")), folder, "--tracking-uri", server.uri)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, done
+
+
+def test_a_sweep_against_a_tracking_server_records_parent_children_and_the_best_model(served_run, server):
+    folder, done = served_run
+    rows = trials_csv(folder, "served")
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("served")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("raysweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("raysweep.role") == "trial"]
+    assert len(children) == len(rows) == 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    for child in children:
+        row = next(r for r in rows if r["trial_id"] == child.data.tags["raysweep.trial_id"])
+        assert child.data.params["optimizer"] == row["optimizer"]
+        assert ("optimizer.momentum" in child.data.params) == (row["optimizer"] == "sgd")
+        assert len(client.get_metric_history(child.info.run_id, "val_acc")) == int(row["epochs"])
+        assert child.data.tags["raysweep.status"] == row["status"] == "completed"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.py", "resolved_sweep.json", "trials.csv", "report"} <= artifacts
+    assert parent.data.params["searcher"] == "tpe" and "space.lr" in parent.data.params
+    assert "mlflow.source.git.commit" in parent.data.tags or not (REPO / ".git").exists()
+    best = client.get_run(parent.data.tags["raysweep.best_run_id"])
+    assert best.data.metrics["test_acc"] == pytest.approx(parent.data.metrics["best_test_acc"])
+
+
+def test_the_best_model_loads_back_from_the_server_and_predicts(served_run, server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("served")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'sweep'")
+    model = mlflow.pytorch.load_model(f"runs:/{parent.data.tags['raysweep.best_run_id']}/model")
+    images = torch.tensor(np.random.default_rng(0).normal(size=(4, 1, 8, 8)), dtype=torch.float32)
+    assert model(images).shape == (4, 10)
+
+
+def test_an_unreachable_tracking_server_fails_at_once_with_one_line(tmp_path):
+    done = run_sweep(write_sweep(tmp_path, QUICK.format(name="nowhere")), tmp_path,
+                     "--tracking-uri", "http://127.0.0.1:9")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "http://127.0.0.1:9" in done.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+SLOW = QUICK.replace('"hidden": [32], "batch_size": 32', '"hidden": [256, 256], "batch_size": 4').replace(
+    "num_samples=3", "num_samples=4").replace('dataset="digits"', 'dataset="synthetic"')
+
+
+def test_a_tracking_server_outage_mid_sweep_loses_no_trial_and_is_reported(tmp_path):
+    server = MlflowServer(tmp_path / "server")
+    server.start()
+    sweep_file = write_sweep(tmp_path, SLOW.format(name="outage"))
+    env = sweep_env(tmp_path)
+    env["MLFLOW_TRACKING_URI"] = server.uri
+    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        while not any(n >= 1 for n in (result_lines(tmp_path, "outage") if (tmp_path / "results").exists()
+                                      else {}).values()):
+            assert driver.poll() is None, driver.stdout.read()[-3000:]
+            time.sleep(0.1)
+        server.stop()  # the tracking server goes away after the first epoch
+        output, _ = driver.communicate(timeout=900)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        server.stop()
+    assert driver.returncode == 0, output[-3000:]
+    rows = trials_csv(tmp_path, "outage")
+    # Every trial's results are kept in the CSV, each trial once, none lost to the outage.
+    assert len({r["trial_id"] for r in rows}) == len(rows) == 4
+    assert all(r["status"] != "failed" and int(r["epochs"]) >= 1 for r in rows)
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert warnings and any("not logged" in w for w in warnings)
+    assert os.path.getsize(next((tmp_path / "results" / "outage").iterdir()) / "trials.csv") > 0
