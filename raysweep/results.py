@@ -4,7 +4,6 @@ summary and report, and what the user reads at the end.
 
 from __future__ import annotations
 
-import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,7 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
         row = candidates.loc[candidates[score].idxmax() if sweep.mode == "max" else candidates[score].idxmin()]
         result = next(r for r in grid if r.path == row["path"])
         model, test = evaluate_on_test(result, dataset=dataset, metric=sweep.metric, mode=sweep.mode)
-        best = {**row.to_dict(), **test}
+        best = {**row.to_dict(), **test, "config": sweeps.flatten(result.config)}
         table.loc[row.name, ["test_loss", "test_acc"]] = test["test_loss"], test["test_acc"]
         metrics = {"best_val_acc": float(row.get("best_val_acc", row["val_acc"])), "best_test_acc": test["test_acc"]}
         try:  # short timeouts, no backoff: a tracking server that went away must not stall the end of the sweep
@@ -173,22 +172,12 @@ def print_summary(outcome: Outcome, *, seconds: float) -> None:
         print("raysweep: no trial succeeded")
     else:
         best = outcome.best
-        settings = {k: v for k, v in best.items() if k not in table.columns or k in _config_columns(table)}
         print(f"best trial {best['trial_id']}: val_acc={best['val_acc']:.4f} test_acc={best['test_acc']:.4f} "
               f"after {best['epochs']} epoch(s)")
-        print("  config: " + ", ".join(f"{k}={v}" for k, v in settings.items() if _is_set(v)))
+        print("  config: " + ", ".join(f"{k}={v}" for k, v in best["config"].items()))
     print(f"results: {outcome.results_dir / RESULTS_CSV} and {outcome.results_dir / 'report'}/")
     run = outcome.sweep_run
     print(f"MLflow: {run.tracking_uri} experiment id {run.experiment_id}, sweep run {run.run_id}")
     for line in outcome.missing:
         print(f"warning: {line}")
 
-
-def _config_columns(table: pd.DataFrame) -> list[str]:
-    fixed = {"trial_id", "status", "epochs", "train_loss", "train_acc", "val_loss", "val_acc", "wall_time_s", "path",
-             "test_loss", "test_acc"}
-    return [c for c in table.columns if c not in fixed and not c.startswith("best_")]
-
-
-def _is_set(value: Any) -> bool:
-    return not (isinstance(value, float) and math.isnan(value))
