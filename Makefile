@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench screenshots clean
 
 # Reinstalled whenever pyproject.toml changes. torch resolves to <= 2.14.1 (see pyproject.toml).
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/epoch.py
+
+screenshots: install
+	$(BIN)/python scripts/mlflow_screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache results
