@@ -191,8 +191,10 @@ def finish_sweep_run(
     tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
     attempt(f"sweep tags {sorted(tags)}", lambda: client.log_batch(run_id, tags=tag_list))
     for path in artifact_paths:
+        # A folder (the report) keeps its name: its files land under report/, not at the run's root.
+        name = Path(path).name if Path(path).is_dir() else None
         log = client.log_artifacts if Path(path).is_dir() else client.log_artifact
-        attempt(f"artifact {path}", lambda log=log, path=path: log(run_id, str(path)))
+        attempt(f"artifact {path}", lambda log=log, path=path, name=name: log(run_id, str(path), name))
     for child in _children(client, sweep_run, status="RUNNING", on_error=failures):
         child_id = child.info.run_id
         attempt(f"closing child run {child_id}", lambda child_id=child_id: _end_run(client, child_id))
