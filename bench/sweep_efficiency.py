@@ -174,13 +174,17 @@ def analyse(workdir: Path, *, started: float, ended: float) -> dict:
         "efficiency_tune": wall / (tune_sum / CONCURRENCY),
         "efficiency_compute": wall / (sum(compute) / CONCURRENCY),
         "first_gap_s": statistics.mean(gaps[:CONCURRENCY]),  # cold start: new worker processes
-        "later_gap_s": statistics.mean(gaps[CONCURRENCY:]), "setup_cold_s": statistics.mean(setup[:CONCURRENCY]),
-        "setup_warm_s": statistics.mean(setup[CONCURRENCY:]),
+        "later_gap_s": _mean(gaps[CONCURRENCY:]), "setup_cold_s": _mean(setup[:CONCURRENCY]),
+        "setup_warm_s": _mean(setup[CONCURRENCY:]),
         "report_s": statistics.mean(reporting), "report_epoch_s": sum(reporting) / int(table.epochs.sum()),
         "tail_s": fit["end"] - max(t["exit"] for t in trials),
         "excess_per_trial_s": (wall - sum(compute) / CONCURRENCY) * CONCURRENCY / len(trials),
         "workers": len({t["pid"] for t in trials}),
     }
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else float("nan")  # nan: no trial ran in a reused worker
 
 
 ROWS = [  # key, label, format
