@@ -5,8 +5,9 @@ summary and report, and what the user reads at the end.
 from __future__ import annotations
 
 import subprocess
+import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -32,9 +33,14 @@ class Outcome:
 
 
 def storage_uri(storage: str, name: str) -> str:
-    """Where Ray Tune keeps this sweep's runs: an absolute local folder, or a URI such as s3://bucket/path."""
+    """Where Ray Tune keeps this sweep's runs: an absolute local folder, or a URI such as s3://bucket/path.
+
+    A URI's query stays at the end, where pyarrow and Ray Tune read it: s3://bucket/path?endpoint_override=HOST:PORT
+    becomes s3://bucket/path/<name>?endpoint_override=HOST:PORT.
+    """
     if "://" in storage:
-        return f"{storage.rstrip('/')}/{name}"
+        uri = urllib.parse.urlsplit(storage)
+        return uri._replace(path=f"{uri.path.rstrip('/')}/{name}").geturl()
     return str(Path(storage).expanduser().resolve() / name)
 
 
@@ -43,10 +49,10 @@ def latest_run(storage_path: str) -> str | None:
     import pyarrow.fs
     from ray import tune
 
-    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)  # reads a URI's query (endpoint_override=...) too
     infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     names = sorted((i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory), reverse=True)
-    return next((n for n in names if tune.Tuner.can_restore(f"{storage_path}/{n}")), None)
+    return next((n for n in names if tune.Tuner.can_restore(storage_uri(storage_path, n))), None)
 
 
 def source_tags(sweep_file: Path) -> dict[str, str]:
@@ -158,9 +164,15 @@ def evaluate_on_test(result: Any, *, dataset: Dataset, metric: str, mode: str) -
 
 
 def _local_results_dir(experiment_path: str, name: str) -> Path:
-    if "://" not in experiment_path:
+    """The experiment folder when the storage is local; else results/<sweep>/<run> in the working directory.
+
+    Ray Tune gives a remote experiment's path without its scheme (bucket/path/<sweep>/<run> for S3), and a local
+    one as an absolute path (storage_uri resolves it), so a path that is not absolute is remote.
+    """
+    if "://" not in experiment_path and Path(experiment_path).is_absolute():
         return Path(experiment_path)
-    return Path("results") / name / Path(experiment_path.rstrip("/")).name  # remote storage: results stay local
+    run = PurePosixPath(urllib.parse.urlsplit(experiment_path).path.rstrip("/")).name
+    return Path("results").resolve() / name / run
 
 
 def print_summary(outcome: Outcome, *, seconds: float) -> None:
