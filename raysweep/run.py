@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from raysweep import results
 from raysweep import sweep as sweeps
 from raysweep.sweep import SweepError
+from raysweep.validate import validate
 
 if TYPE_CHECKING:
     from raysweep.data import Dataset
@@ -59,7 +60,7 @@ def resolve(args: argparse.Namespace) -> sweeps.Sweep:
     sweep = sweeps.override(sweep, overrides + args.overrides)
     if args.smoke:
         sweep = sweeps.smoke(sweep)
-    sweeps.validate(sweep)
+    validate(sweep)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise SweepError(f"`--data-dir` must be an existing folder, but got --data-dir={args.data_dir!r}")
     address = args.address or os.environ.get("RAY_ADDRESS")

@@ -25,8 +25,8 @@ from raysweep.sweep import (
     smoke,
     trial_settings,
     uniform,
-    validate,
 )
+from raysweep.validate import validate
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
