@@ -4,6 +4,7 @@ summary and report, and what the user reads at the end.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import urllib.parse
 from dataclasses import dataclass, field
@@ -149,6 +150,21 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
     missing = tracking_callback.unlogged(sweep_run) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
     return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
+
+
+def prune_checkpoints(grid: ResultGrid, *, metric: str, mode: str) -> None:
+    """Delete every checkpoint but each trial's best (by the sweep metric) and its latest.
+
+    Runs once fit() has returned, after Tune's final experiment state is saved: that state names each trial's latest
+    checkpoint, so a later --resume still finds everything it restores from. Storage errors are ignored; a checkpoint
+    left behind costs disk, never a result.
+    """
+    for result in grid:
+        keep = {c.path for c in (result.get_best_checkpoint(metric, mode), result.checkpoint) if c is not None}
+        for checkpoint, _ in result.best_checkpoints or []:
+            if checkpoint.path not in keep:
+                with contextlib.suppress(OSError):
+                    checkpoint.filesystem.delete_dir(checkpoint.path)
 
 
 def evaluate_on_test(result: Any, *, dataset: Dataset, metric: str, mode: str) -> tuple[Any, dict[str, float]]:

@@ -154,10 +154,11 @@ def run(
     from raysweep.tracking_callback import MlflowTrialCallback
 
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
+    run_path = results.storage_uri(storage_path, run_name)  # an s3:// URI's query stays at its end
     sweep_run = tracking.start_sweep_run(
         tracking_uri=tracking_uri,
         experiment_name=sweep.name,
-        sweep_key=f"{storage_path}/{run_name}",
+        sweep_key=run_path,
         params=search_params(sweep),
         tags=results.source_tags(sweep_file),
         artifacts={sweep_file.name: sweep_file.read_text(), "resolved_sweep.json": json.dumps(resolved, default=str)},
@@ -168,7 +169,7 @@ def run(
         {"cpu": sweep.cpu, "gpu": sweep.gpu},
     )
     if previous is not None:
-        tuner = tune.Tuner.restore(f"{storage_path}/{run_name}", trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
     else:
         searcher, param_space = search_algorithm(sweep)
         scheduler = FIFOScheduler()
@@ -197,14 +198,17 @@ def run(
                 callbacks=[MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs)],
                 # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
                 failure_config=tune.FailureConfig(max_failures=3),
-                # Checkpoint every epoch, keep each trial's best (by the sweep metric) and its latest, nothing more.
+                # Checkpoint every epoch and keep them all while the sweep runs: Tune's own num_to_keep deletes a
+                # checkpoint before its experiment state stops naming it, which strands a trial when the driver is
+                # killed in between. results.prune_checkpoints trims each trial to its best and latest after fit().
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
+                    num_to_keep=None, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
                 ),
                 verbose=1,
             ),
         )
     grid = tuner.fit()
+    results.prune_checkpoints(grid, metric=sweep.metric, mode=sweep.mode)
     return results.finish(sweep, grid=grid, dataset=dataset, sweep_run=sweep_run)
 
 

@@ -21,10 +21,15 @@ def write_sweep(folder: Path, body: str, *, name: str = "sweep.py") -> Path:
     return path
 
 
-def sweep_env(folder: Path) -> dict[str, str]:
+def sweep_env(folder: Path, *, snapshot_every_s: int | None = None) -> dict[str, str]:
+    """The environment of a sweep subprocess. Fault tests pass `snapshot_every_s`: Tune then saves its experiment
+    state (and syncs the trials' result.json to the storage, where the tests watch) that often, instead of every
+    >= 10 s, so the moment a fault is due is seen while it lasts."""
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
     env.pop("RAY_ADDRESS", None)
+    if snapshot_every_s is not None:
+        env["TUNE_GLOBAL_CHECKPOINT_S"] = str(snapshot_every_s)
     return env
 
 

@@ -106,6 +106,18 @@ def test_mlflow_record_has_one_child_run_per_trial_with_a_curve_per_epoch(asha_r
     assert 0.5 < parent.data.metrics["best_test_acc"] <= 1.0
 
 
+def test_each_trial_keeps_only_its_best_and_its_latest_checkpoint(asha_run):
+    folder, rows = asha_run
+    trial_dirs = list((folder / "results" / "asha").glob("*/trainable_*"))
+    assert len(trial_dirs) == len(rows)
+    for trial_dir in trial_dirs:
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        val_acc = [r["val_acc"] for r in results]
+        best_epoch = val_acc.index(max(val_acc)) + 1  # Tune keeps the first of equal scores
+        kept = sorted(int(c.name.split("_")[1]) + 1 for c in trial_dir.glob("checkpoint_*"))
+        assert kept == sorted({best_epoch, len(results)}), trial_dir.name  # checkpoint_00000N holds epoch N + 1
+
+
 SLOW_SWEEP = """
 SWEEP = Sweep(
     name="{name}",
@@ -145,7 +157,7 @@ def _assert_each_trial_once_and_complete(folder: Path, name: str, *, trials: int
 
 def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_path):
     sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="resumed"))
-    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path),
+    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path, snapshot_every_s=1),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # Kill it once one trial has finished and another is part-way.
@@ -170,7 +182,7 @@ def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_pat
 
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
     sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="killed"))
-    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path),
+    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path, snapshot_every_s=1),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     killed: dict[str, int] = {}
 
