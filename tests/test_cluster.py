@@ -1,0 +1,444 @@
+"""Multi-node sweeps on a real Ray cluster on this machine: a head and three worker raylets started with `ray start`,
+each on its own loopback address. The sweep command joins it with --address, as it would join a `ray up` cluster.
+
+What this proves: trials spread over nodes; checkpoints and results land in shared storage (a local folder here, as
+NFS would be; and S3 through a local moto server); a lost node's trial resumes from its checkpoint on a survivor;
+quarter-GPU trials pack four to a (fake) GPU and say once each that they train on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+from tests.sweep_runs import command, sweep_env, trials_csv, write_sweep
+from tests.test_run import _assert_each_trial_once_and_complete as assert_each_trial_once_and_complete
+
+pytestmark = pytest.mark.timeout(900)  # each test includes its share of the cluster's start-up on a loaded machine
+
+BIN = Path(sys.executable).parent  # the venv's `ray` and `moto_server` entry points
+# Ray replaces 127.0.0.1 and "localhost" by the machine's outward address (ray._raylet.is_localhost), but keeps any
+# other loopback address: each node gets its own, so Tune's `node_ip` in result.json names the node a trial ran on.
+HEAD_IP = "127.0.0.2"
+WORKERS = {"a": ("127.0.0.3", ["--num-gpus=1"]), "b": ("127.0.0.4", []), "c": ("127.0.0.5", [])}
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+          "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # never ask 169.254.169.254 for credentials
+BUCKET = "raysweep"
+
+
+def _processes() -> Iterator[tuple[int, str, int, bytes]]:
+    """(pid, name, process group, environment) of every process we may read."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+                yield int(entry.name), name, int(fields[2]), (entry / "environ").read_bytes()
+
+
+class LocalCluster:
+    """A head (no CPUs, so it runs no trial) and 1-CPU worker raylets, each with its own temp dir."""
+
+    def __init__(self, *, env: dict[str, str]) -> None:
+        self.temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # unix socket paths must stay under ~107 chars
+        self.address = f"{HEAD_IP}:{free_port()}"
+        # Every process of this cluster, down to trial workers that outlive a killed raylet, inherits this marker.
+        self.marker = f"RAYSWEEP_TEST_CLUSTER={self.temp}".encode()
+        self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAYSWEEP_TEST_CLUSTER": str(self.temp)}
+        self.groups: dict[str, int] = {}  # node name -> process group of what its `ray start` launched
+        self.ips = {"head": HEAD_IP, **{name: ip for name, (ip, _) in WORKERS.items()}}
+
+    def start(self) -> None:
+        self._ray_start({"head": ["--head", f"--port={self.address.split(':')[1]}", "--num-cpus=0",
+                                  "--include-dashboard=false", f"--dashboard-port={free_port()}"]})
+        self._ray_start({name: [f"--address={self.address}", "--num-cpus=1", f'--resources={{"node_{name}": 1}}',
+                                *options] for name, (_, options) in WORKERS.items()})
+
+    def _ray_start(self, nodes: dict[str, list[str]]) -> None:
+        started = {}
+        for name, options in nodes.items():
+            argv = [str(BIN / "ray"), "start", *options, f"--node-ip-address={self.ips[name]}",
+                    f"--temp-dir={self.temp / name}", "--disable-usage-stats",
+                    f"--dashboard-agent-listen-port={free_port()}"]
+            with open(self.temp / f"{name}.log", "w") as log:
+                started[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)
+            self.groups[name] = started[name].pid
+        for name, process in started.items():
+            assert process.wait(timeout=240) == 0, (self.temp / f"{name}.log").read_text()[-3000:]
+
+    def node_at(self, ip: str) -> str:
+        return next(name for name, node_ip in self.ips.items() if node_ip == ip)
+
+    def kill_raylet(self, name: str) -> None:
+        """SIGKILL the node's raylet, as a crashed or reclaimed machine would vanish."""
+        pid, = (pid for pid, proc, group, _ in _processes() if group == self.groups[name] and proc == "raylet")
+        os.kill(pid, signal.SIGKILL)
+
+    def ours(self) -> list[int]:
+        return [pid for pid, _, _, environ in _processes() if self.marker in environ.split(b"\0")]
+
+    def stop(self) -> None:
+        for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            for pid in self.ours():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace_s
+            while self.ours() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory) -> Iterator[str | None]:
+    """http://127.0.0.1:PORT of a moto S3 server holding an empty bucket, or None when moto is not installed."""
+    if not (BIN / "moto_server").exists():
+        yield None
+        return
+    import boto3  # a dependency of moto
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]],
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: _answers(endpoint), timeout=60, process=server)
+        boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint) -> Iterator[LocalCluster]:
+    # Every node reaches the S3 server the way a node of a real cluster reaches a MinIO: through the AWS variables.
+    env = {**os.environ, **(S3_ENV | {"AWS_ENDPOINT_URL_S3": s3_endpoint} if s3_endpoint else {})}
+    env.pop("RAY_ADDRESS", None)
+    local = LocalCluster(env=env)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+        left = local.ours()
+        assert not left, f"processes of the test cluster still alive after stop: {left}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+def _wait_for(predicate: Callable[[], bool], *, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert process.poll() is None, "the process ended before the awaited state"
+        assert time.time() < deadline, "the awaited state never came"
+        time.sleep(0.2)
+
+
+def _driver(sweep_file: Path, folder: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """`python -m raysweep.run SWEEP --storage folder/results --address ...` in its own process group."""
+    return subprocess.Popen(command(sweep_file, folder, *args), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _finish(driver: subprocess.Popen, *, timeout: float = 600) -> tuple[str, str]:
+    try:
+        return driver.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+
+
+def _driver_env(folder: Path, cluster: LocalCluster, **extra: str) -> dict[str, str]:
+    return {**sweep_env(folder, snapshot_every_s=1), **{k: cluster.env[k] for k in cluster.env if k.startswith("AWS_")},
+            "RAY_AUTH_MODE": "disabled", **extra}
+
+
+def _results(folder: Path, name: str) -> dict[str, list[dict]]:
+    """Per trial id: Tune's results (one per epoch) from result.json in the storage folder."""
+    found = {}
+    for path in (folder / "results" / name).glob("*/*/result.json"):
+        lines = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line Tune is still writing
+                lines.append(json.loads(line))
+        found[path.parent.name.split("_")[1]] = lines
+    return found
+
+
+# ---- several nodes, shared storage, one node lost mid-trial ----
+
+EPOCHS = 5  # x ~1.4 s idle: a trial outlasts the 1 s between the storage's snapshots the tests watch
+SPREAD_SWEEP = f"""
+SWEEP = Sweep(
+    name="spread",
+    dataset="synthetic",
+    fixed={{"hidden": [256, 256], "optimizer": "adam", "batch_size": 8}},  # ~1.4 s per epoch on an idle core
+    space={{"lr": loguniform(1e-4, 1e-3)}},
+    searcher="random",
+    scheduler="none",
+    num_samples=3,  # one per 1-CPU worker node
+    max_epochs={EPOCHS},
+    max_concurrent=3,  # Tune then asks for all three at once (with a searcher it otherwise queues one at a time)
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def lost_node_sweep(cluster, tmp_path_factory) -> dict:
+    """A sweep across the worker nodes during which node b or c (never a, the GPU node) loses its raylet."""
+    folder = tmp_path_factory.mktemp("spread")
+    driver = _driver(write_sweep(folder, SPREAD_SWEEP), folder, "--address", cluster.address,
+                     env=_driver_env(folder, cluster))
+    killed: dict = {}
+
+    def lose_the_node_of_a_trial_part_way() -> bool:
+        for trial, results in _results(folder, "spread").items():
+            node = cluster.node_at(results[-1]["node_ip"]) if results else "a"
+            if node != "a" and len(results) <= EPOCHS - 3:  # >= 2 epochs to go, however stale the snapshot
+                cluster.kill_raylet(node)
+                killed.update(trial=trial, node=node, epochs_before=len(results))
+                return True
+        return False
+
+    try:
+        _wait_for(lose_the_node_of_a_trial_part_way, timeout=400, process=driver)
+    finally:
+        _, err = _finish(driver)
+    assert driver.returncode == 0, err[-3000:]
+    return {"folder": folder, "killed": killed, "results": _results(folder, "spread")}
+
+
+def test_trials_of_one_sweep_run_on_several_nodes(lost_node_sweep, cluster):
+    nodes = {cluster.node_at(r["node_ip"]) for results in lost_node_sweep["results"].values() for r in results}
+    assert len(nodes) >= 2 and "head" not in nodes
+
+
+def test_checkpoints_and_results_land_in_the_shared_storage(lost_node_sweep):
+    run, = (lost_node_sweep["folder"] / "results" / "spread").iterdir()
+    trial_dirs = [d for d in run.iterdir() if d.name.startswith("trainable_")]
+    assert (run / "trials.csv").is_file() and list(run.glob("experiment_state-*.json"))
+    assert len(trial_dirs) == 3
+    for trial_dir in trial_dirs:
+        assert (trial_dir / "result.json").is_file()
+        assert [c for c in trial_dir.glob("checkpoint_*") if (c / "state.pt").is_file()], trial_dir.name
+
+
+def test_mlflow_record_of_a_multi_node_sweep_is_complete(lost_node_sweep):
+    assert_each_trial_once_and_complete(lost_node_sweep["folder"], "spread", trials=3, epochs=EPOCHS)
+
+
+def test_a_lost_nodes_trial_resumes_from_its_checkpoint_on_a_surviving_node(lost_node_sweep, cluster):
+    killed = lost_node_sweep["killed"]
+    results = lost_node_sweep["results"][killed["trial"]]
+    nodes = [cluster.node_at(r["node_ip"]) for r in results]
+    assert killed["epochs_before"] >= 1  # at least one checkpoint to resume from
+    assert [r["training_iteration"] for r in results] == list(range(1, EPOCHS + 1))  # not restarted from epoch 1
+    assert nodes[0] == killed["node"] and nodes[-1] != killed["node"]
+
+
+# ---- fractional (fake) GPUs ----
+
+GPU_SWEEP = """
+SWEEP = Sweep(
+    name="quarters",
+    dataset="synthetic",
+    fixed={"hidden": [256, 256], "optimizer": "adam", "batch_size": 8},
+    space={"lr": loguniform(1e-4, 1e-3)},
+    searcher="random",
+    scheduler="none",
+    num_samples=4,
+    max_epochs=3,
+    max_concurrent=4,  # Tune then starts all four at once (with a searcher it otherwise queues one at a time)
+    gpu=0.25,  # four trials per GPU
+    cpu=0.25,  # node a has one CPU for its four trials
+)
+"""
+NO_CUDA_WARNING = "Ray assigned a GPU to this trial but torch sees no CUDA device; training on the CPU"
+
+
+@pytest.fixture(scope="module")
+def quarter_gpu_sweep(cluster, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("quarters")
+    # Ray folds identical lines from several workers into one "[repeated Nx]" line; count each trial's own here.
+    driver = _driver(write_sweep(folder, GPU_SWEEP), folder, "--address", cluster.address,
+                     env=_driver_env(folder, cluster, RAY_DEDUP_LOGS="0"))
+    out, err = _finish(driver)
+    assert driver.returncode == 0, err[-3000:]
+    return {"folder": folder, "output": out + err, "results": _results(folder, "quarters")}
+
+
+def test_quarter_gpu_trials_run_four_at_a_time_on_one_gpu(quarter_gpu_sweep, cluster):
+    results = quarter_gpu_sweep["results"]
+    spans = [(r[-1]["timestamp"] - r[-1]["time_total_s"], r[-1]["timestamp"]) for r in results.values()]
+    most_at_once = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert {cluster.node_at(r["node_ip"]) for rs in results.values() for r in rs} == {"a"}  # the only GPU node
+    assert len(results) == 4 and most_at_once == 4
+
+
+def test_a_trial_given_a_gpu_torch_cannot_see_warns_once_and_trains_on_the_cpu(quarter_gpu_sweep):
+    warnings = [line for line in quarter_gpu_sweep["output"].splitlines() if NO_CUDA_WARNING in line]
+    assert len(warnings) == 4 and all(f"ip={WORKERS['a'][0]})" in line for line in warnings)
+    rows = trials_csv(quarter_gpu_sweep["folder"], "quarters")
+    assert [r["status"] for r in rows] == ["completed"] * 4
+
+
+def test_asking_more_gpus_per_trial_than_any_node_has_fails_at_once(cluster, tmp_path):
+    sweep_file = write_sweep(tmp_path, GPU_SWEEP)
+    done = subprocess.run(command(sweep_file, tmp_path, "--address", cluster.address, "--set", "gpu=2"), cwd=tmp_path,
+                          env=_driver_env(tmp_path, cluster), capture_output=True, text=True, timeout=300)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("raysweep.run: error: `gpu` per trial must fit on one node, but "
+                                                   "got gpu=2 and the largest node"), done.stderr
+    assert not (tmp_path / "results").exists()  # no trial was ever queued
+
+
+# ---- S3-compatible storage: checkpoints there, and --resume from there ----
+
+S3_SWEEP = f"""
+SWEEP = Sweep(
+    name="ins3",
+    dataset="synthetic",
+    fixed={{"hidden": [256, 256], "optimizer": "adam", "batch_size": 8}},
+    space={{"lr": loguniform(1e-4, 1e-3)}},
+    searcher="random",
+    scheduler="none",
+    num_samples=2,
+    max_epochs={EPOCHS},
+    max_concurrent=1,  # the first trial is finished, the second part-way when the driver dies
+)
+"""
+
+
+def _s3_client(endpoint: str):
+    import boto3  # a dependency of moto
+
+    return boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
+
+
+def _s3_keys(endpoint: str) -> list[str]:
+    pages = _s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="sweeps/ins3/")
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def _checkpoints_in_s3(endpoint: str) -> dict[str, int]:
+    """Per trial id: the index of the newest checkpoint in the bucket (its epoch - 1)."""
+    latest: dict[str, int] = {}
+    for parts in (key.split("/") for key in _s3_keys(endpoint)):
+        if parts[4:] and parts[4].startswith("checkpoint_") and parts[5:] == ["state.pt"]:
+            trial = parts[3].split("_")[1]  # sweeps/ins3/<run>/trainable_<id>_.../checkpoint_00000N/state.pt
+            latest[trial] = max(latest.get(trial, -1), int(parts[4].split("_")[1]))
+    return latest
+
+
+def _snapshot_in_s3(endpoint: str) -> dict[str, tuple[str, int]]:
+    """Per trial id, from the newest experiment state in the bucket: its status, and the newest checkpoint it names
+    (-1: none). This snapshot is all that --resume knows."""
+    states = sorted(key for key in _s3_keys(endpoint) if key.rsplit("/", 1)[-1].startswith("experiment_state-"))
+    if not states:
+        return {}
+    snapshot = json.loads(_s3_client(endpoint).get_object(Bucket=BUCKET, Key=states[-1])["Body"].read())
+    found = {}
+    for trial_json, runtime_json in snapshot["trial_data"]:
+        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
+        manager = bytes.fromhex(runtime["checkpoint_manager"]["value"])  # Tune's checkpoint manager, cloudpickled
+        found[trial["trial_id"]] = (trial["status"], max(map(int, re.findall(rb"checkpoint_(\d{6})", manager)),
+                                                         default=-1))
+    return found
+
+
+@pytest.fixture(scope="module")
+def s3_sweep(cluster, s3_endpoint, tmp_path_factory) -> dict:
+    """A sweep with --storage s3://raysweep/sweeps whose driver is SIGKILLed part-way, then resumed with --resume."""
+    if s3_endpoint is None:
+        pytest.skip("moto[server] is not installed: no local S3 server")
+    folder = tmp_path_factory.mktemp("ins3")
+    sweep_file = write_sweep(folder, S3_SWEEP)
+    options = ("--storage", f"s3://{BUCKET}/sweeps", "--address", cluster.address)
+    driver = _driver(sweep_file, folder, *options, env=_driver_env(folder, cluster))
+    killed: dict = {}
+
+    def kill_once_the_bucket_holds_one_finished_and_one_part_way_trial() -> bool:
+        # The experiment state must name a checkpoint of the running trial, but need not have caught up: it may name
+        # one older than the bucket's newest, which raysweep must not have deleted (Tune's num_to_keep would have,
+        # docs/RELIABILITY.md).
+        snapshot = _snapshot_in_s3(s3_endpoint)
+        stored = _checkpoints_in_s3(s3_endpoint)
+        running = [trial for trial, (status, _) in snapshot.items() if status == "RUNNING"]
+        if not ("TERMINATED" in {status for status, _ in snapshot.values()} and len(running) == 1
+                and snapshot[running[0]][1] > -1 and stored.get(running[0], -1) < EPOCHS - 1):
+            return False
+        os.killpg(driver.pid, signal.SIGKILL)
+        killed.update(trial=running[0], named=snapshot[running[0]][1], checkpoint=stored[running[0]],
+                      local=sorted(p.name for p in folder.iterdir()))
+        return True
+
+    try:
+        _wait_for(kill_once_the_bucket_holds_one_finished_and_one_part_way_trial, timeout=400, process=driver)
+    finally:
+        _finish(driver, timeout=60)
+    resumed = _driver(sweep_file, folder, *options, "--resume", env=_driver_env(folder, cluster))
+    out, err = _finish(resumed)
+    assert resumed.returncode == 0, err[-3000:]
+    return {"folder": folder, "killed": killed, "output": out + err, "checkpoints": _checkpoints_in_s3(s3_endpoint),
+            "keys": _s3_keys(s3_endpoint)}
+
+
+def test_a_sweep_on_s3_storage_keeps_its_checkpoints_and_state_in_the_bucket(s3_sweep):
+    runs = {key.split("/")[2] for key in s3_sweep["keys"] if key.count("/") >= 3}
+    run_files = {key.split("/")[3] for key in s3_sweep["keys"] if key.count("/") == 3}
+    assert len(runs) == 1  # the resumed driver continued the killed one's run folder
+    assert "tuner.pkl" in run_files and any(name.startswith("experiment_state-") for name in run_files)
+    assert sorted(s3_sweep["checkpoints"].values()) == [EPOCHS - 1] * 2  # each trial's last epoch, in S3
+    assert "results" not in s3_sweep["killed"]["local"]  # until the end, nothing of the run was on the local disk
+
+
+def test_a_sweep_on_s3_storage_resumes_from_its_checkpoint_there_with_every_trial_once(s3_sweep):
+    killed = s3_sweep["killed"]
+    restored = [line for line in s3_sweep["output"].splitlines() if "Restored on" in line]
+    assert len(restored) == 1  # the part-way trial; the finished one is not run again
+    assert "filesystem=s3" in restored[0] and f"trainable_{killed['trial']}_" in restored[0]
+    restored_from = int(re.search(r"checkpoint_(\d{6})", restored[0]).group(1))
+    assert killed["named"] <= restored_from <= killed["checkpoint"]  # what the bucket's state named, or newer
+    assert_each_trial_once_and_complete(s3_sweep["folder"], "ins3", trials=2, epochs=EPOCHS)
+
+
+def test_an_s3_uri_may_name_its_endpoint_in_its_query(s3_sweep, s3_endpoint, monkeypatch):
+    from raysweep import results
+
+    for key, value in S3_ENV.items():  # credentials only: the endpoint comes from the URI
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    query = f"?endpoint_override={s3_endpoint.removeprefix('http://')}&scheme=http"
+    sweep_storage = results.storage_uri(f"s3://{BUCKET}/sweeps{query}", "ins3")
+    run, = {key.split("/")[2] for key in s3_sweep["keys"] if key.count("/") >= 3}
+    assert sweep_storage == f"s3://{BUCKET}/sweeps/ins3{query}"
+    assert results.latest_run(sweep_storage) == run
