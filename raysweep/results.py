@@ -160,8 +160,10 @@ def prune_checkpoints(grid: ResultGrid, *, metric: str, mode: str) -> None:
     left behind costs disk, never a result.
     """
     for result in grid:
+        if not result.best_checkpoints:  # a trial that never reported, or failed before its first checkpoint
+            continue
         keep = {c.path for c in (result.get_best_checkpoint(metric, mode), result.checkpoint) if c is not None}
-        for checkpoint, _ in result.best_checkpoints or []:
+        for checkpoint, _ in result.best_checkpoints:
             if checkpoint.path not in keep:
                 with contextlib.suppress(OSError):
                     checkpoint.filesystem.delete_dir(checkpoint.path)
