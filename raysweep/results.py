@@ -133,7 +133,8 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
                     best["run_id"] = run_id
                     example, _ = train.to_tensors(dataset, dataset.x_test[:2], dataset.y_test[:2], device="cpu")
                     tracking.log_best_trial(sweep_run, child_run_id=run_id, test_metrics=test, model=model,
-                                            input_example=example.numpy())  # normalised images (B, C, H, W)
+                                            input_example=example.numpy(),  # normalised images (B, C, H, W)
+                                            preprocessing=preprocessing(dataset))
         except Exception as exc:  # MLflow down at the end: the CSV still holds every result
             missing.append(f"best model and test metrics not logged: {str(exc).splitlines()[0]}")
     csv_path = results_dir / RESULTS_CSV
@@ -150,6 +151,13 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
     missing = tracking_callback.unlogged(sweep_run) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
     return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
+
+
+def preprocessing(dataset: Dataset) -> dict[str, Any]:
+    """What a user of the logged model must do to raw images, as train.to_tensors does: the model's MLflow metadata."""
+    return {"input": "uint8 images (N, C, H, W) / 255, then (x - mean) / std per channel",
+            "mean": list(dataset.mean), "std": list(dataset.std), "classes": list(dataset.classes),
+            "dataset": dataset.name}
 
 
 def prune_checkpoints(grid: ResultGrid, *, metric: str, mode: str) -> None:

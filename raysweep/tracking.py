@@ -209,10 +209,12 @@ def log_best_trial(
     test_metrics: dict[str, float],
     model: torch.nn.Module,
     input_example: numpy.ndarray,
+    preprocessing: dict[str, Any],
 ) -> None:
     """Log the test metrics and the model (artifact name "model") to the best trial's child run.
 
-    The model is pickled by reference to its class: loading it back needs raysweep importable.
+    `preprocessing` (how raw images become the model's input, and the class names) goes into the model's metadata in
+    its MLmodel file. The model is pickled by reference to its class: loading it back needs raysweep importable.
     Raises MlflowException when MLflow fails."""
     import mlflow.pytorch
 
@@ -227,7 +229,7 @@ def log_best_trial(
             # Explicit requirements: inferring them loads the model in a subprocess (10-20 s on 2 cores).
             requirements = mlflow.pytorch.get_default_pip_requirements()  # torch, cloudpickle
             mlflow.pytorch.log_model(model, name="model", input_example=input_example,
-                                     pip_requirements=requirements)
+                                     pip_requirements=requirements, metadata=preprocessing)
         finally:  # reopening the run made it RUNNING: give it back its own end state
             mlflow.end_run(status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED")
 

@@ -74,9 +74,13 @@ def test_the_best_model_loads_back_from_the_server_and_predicts(served_run, serv
     client = MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("served")
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'sweep'")
-    model = mlflow.pytorch.load_model(f"runs:/{parent.data.tags['raysweep.best_run_id']}/model")
+    model_uri = f"runs:/{parent.data.tags['raysweep.best_run_id']}/model"
+    model = mlflow.pytorch.load_model(model_uri)
     images = torch.tensor(np.random.default_rng(0).normal(size=(4, 1, 8, 8)), dtype=torch.float32)
     assert model(images).shape == (4, 10)
+    preprocessing = mlflow.models.get_model_info(model_uri).metadata  # how raw images become `images`
+    assert len(preprocessing["mean"]) == len(preprocessing["std"]) == 1 and len(preprocessing["classes"]) == 10
+    assert 0 < preprocessing["mean"][0] < 1 and preprocessing["dataset"] == "digits"
 
 
 def test_an_unreachable_tracking_server_fails_at_once_with_one_line(tmp_path):

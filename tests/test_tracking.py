@@ -296,12 +296,15 @@ def test_best_trial_model_loads_back_and_predicts(server, monkeypatch):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # (B, 8, 8) -> (B, 10)
     images = np.random.default_rng(0).random((5, 8, 8), dtype=np.float32)
 
+    preprocessing = {"mean": [0.25], "std": [0.5], "classes": [str(i) for i in range(10)]}
+
     log_best_trial(sweep_run, child_run_id=child.info.run_id, test_metrics={"test_loss": 0.3, "test_acc": 0.9},
-                   model=model, input_example=images[:2])
+                   model=model, input_example=images[:2], preprocessing=preprocessing)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)  # runs:/ URIs resolve through it
     loaded = mlflow.pytorch.load_model(f"runs:/{child.info.run_id}/model")
     run = client.get_run(child.info.run_id)
     assert loaded(torch.from_numpy(images)).shape == (5, 10)
+    assert mlflow.models.get_model_info(f"runs:/{child.info.run_id}/model").metadata == preprocessing
     assert run.data.metrics == {"test_loss": 0.3, "test_acc": 0.9}
     assert run.info.status == "FINISHED"
 
