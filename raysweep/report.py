@@ -31,9 +31,9 @@ FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "recon_loss",
 # Categorical choices that name a trial by themselves, so their value leads its label without a key.
 LEAD_PARAMS = ("optimizer", "regularizer")
 # Statuses a reader must notice: their bars are hatched, their lines dashed, their names carry the status.
-MARKED_STATUSES = ("diverged", "failed")
+MARKED_STATUSES = ("diverged", "failed", "interrupted")
 STATUS_STYLE = {"completed": ("o", "tab:blue"), "early_stopped": ("s", "tab:orange"),
-                "diverged": ("X", "tab:red"), "failed": ("v", "tab:gray")}
+                "diverged": ("X", "tab:red"), "failed": ("v", "tab:gray"), "interrupted": ("P", "tab:purple")}
 
 
 class SweepNotFound(LookupError):

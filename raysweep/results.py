@@ -70,10 +70,12 @@ def source_tags(sweep_file: Path) -> dict[str, str]:
     return tags | {"mlflow.source.git.commit": commit, "raysweep.git_dirty": str(bool(dirty)).lower()}
 
 
-def status_of(last: dict[str, Any], *, max_epochs: int, failed: bool) -> str:
-    """completed / early_stopped (ours or ASHA's) / diverged / failed, from a trial's last result."""
+def status_of(last: dict[str, Any], *, max_epochs: int, failed: bool, interrupted: bool = False) -> str:
+    """completed / early_stopped (ours or ASHA's) / diverged / failed / interrupted (the sweep stopped first)."""
     if failed:
         return "failed"
+    if interrupted:
+        return "interrupted"
     if last.get("diverged"):
         return "diverged"
     if last.get("early_stopped") or int(last.get("epoch", 0)) < max_epochs:
@@ -81,16 +83,20 @@ def status_of(last: dict[str, Any], *, max_epochs: int, failed: bool) -> str:
     return "completed"
 
 
-def trial_rows(sweep: sweeps.Sweep, grid: ResultGrid) -> pd.DataFrame:
+def trial_rows(sweep: sweeps.Sweep, grid: ResultGrid, *, interrupted: set[str] = frozenset()) -> pd.DataFrame:
     rows = []
     for result in grid:
         last = result.metrics or {}
         history = result.metrics_dataframe
         scores = history[sweep.metric] if history is not None and sweep.metric in history else pd.Series(dtype=float)
         best = scores.max() if sweep.mode == "max" else scores.min()
+        # A trial that never reported has no trial_id in its metrics; its folder is <trainable>_<trial id>_<n>_...
+        folder = Path(result.path).name
+        trial_id = last.get("trial_id") or next((t for t in interrupted if f"_{t}_" in folder), folder)
         rows.append({
-            "trial_id": last.get("trial_id") or Path(result.path).name,
-            "status": status_of(last, max_epochs=sweep.max_epochs, failed=result.error is not None),
+            "trial_id": trial_id,
+            "status": status_of(last, max_epochs=sweep.max_epochs, failed=result.error is not None,
+                                interrupted=trial_id in interrupted),
             "epochs": int(last.get("epoch", 0)),
             f"best_{sweep.metric}": best,
             **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
@@ -105,14 +111,15 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
     """Rows, best trial on the test split, CSV, MLflow summary and report."""
     from raysweep import report, tracking, tracking_callback, train
 
-    table = trial_rows(sweep, grid)
+    table = trial_rows(sweep, grid, interrupted=tracking_callback.interrupted(sweep_run))
     results_dir = _local_results_dir(grid.experiment_path, sweep.name)
     results_dir.mkdir(parents=True, exist_ok=True)
     score = f"best_{sweep.metric}"
     # Diverged and failed trials are never the best, whatever their metric says.
     candidates = table
     if len(table):
-        usable = table.status.isin(["completed", "early_stopped"]) & table[score].map(sweeps.is_finite_number)
+        sound = table.status.isin(["completed", "early_stopped", "interrupted"])
+        usable = sound & table[score].map(sweeps.is_finite_number)
         candidates = table[usable]
     best = None
     missing: list[str] = []
@@ -216,6 +223,8 @@ def print_summary(outcome: Outcome, *, seconds: float) -> None:
     print(f"results: {outcome.results_dir / RESULTS_CSV} and {outcome.results_dir / 'report'}/")
     run = outcome.sweep_run
     print(f"MLflow: {run.tracking_uri} experiment id {run.experiment_id}, sweep run {run.run_id}")
+    if counts.get("interrupted"):
+        print(f"raysweep: interrupted with {counts['interrupted']} trial(s) unfinished: continue them with --resume")
     for line in outcome.missing:
         print(f"warning: {line}")
 

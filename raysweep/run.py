@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 USAGE_ERROR = 2
 NO_TRIAL_SUCCEEDED = 1
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         resolved=describe(sweep),
     )
     results.print_summary(outcome, seconds=time.time() - started)
+    if len(outcome.table) and (outcome.table.status == "interrupted").any():
+        return INTERRUPTED
     return 0 if outcome.best is not None else NO_TRIAL_SUCCEEDED
 
 

@@ -49,12 +49,19 @@ class _NoChildRun(Exception):
     """The trial's child run could not be created, so its later writes have nowhere to go."""
 
 
-_UNLOGGED: dict[str, list[str]] = {}  # parent run id -> what the sweep's callback could not log
+# Kept by parent run id, because after Tuner.restore Tune calls its own unpickled copy of the callback.
+_UNLOGGED: dict[str, list[str]] = {}  # what the sweep's callback could not log
+_INTERRUPTED: dict[str, set[str]] = {}  # trials the experiment ended without (Ctrl-C): neither finished nor failed
 
 
 def unlogged(sweep_run: SweepRun) -> list[str]:
     """What the trial callback of this sweep run could not log to MLflow, once the experiment has ended."""
     return list(_UNLOGGED.get(sweep_run.run_id, []))
+
+
+def interrupted(sweep_run: SweepRun) -> set[str]:
+    """Ids of the trials that were still pending or running when the experiment ended: `--resume` continues them."""
+    return set(_INTERRUPTED.get(sweep_run.run_id, set()))
 
 
 class MlflowTrialCallback(Callback):
@@ -71,6 +78,8 @@ class MlflowTrialCallback(Callback):
         self._floor: dict[str, int] = {}  # epochs <= floor were logged before this callback attached
         self._last_step: dict[str, int] = {}
         self._last_result: dict[str, dict] = {}
+        self._unfinished: set[str] = set()  # trials pending or running at the end of Tune's latest step
+        self._ended: set[str] = set()  # trials that finished or failed
         self._retry_at = 0.0  # time.monotonic() before which a failed queue is not retried
         self._failures = 0  # failed tries in a row
         self._last_error = ""
@@ -119,6 +128,7 @@ class MlflowTrialCallback(Callback):
                          {"step": step, "timestamp": int(time.time() * 1000), "metrics": values}))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._ended.add(trial.trial_id)
         last = self._last_result.get(trial.trial_id) or trial.last_result or {}
         epoch = int(last.get("epoch", last.get("training_iteration", 0)))
         if last.get("diverged"):
@@ -130,6 +140,7 @@ class MlflowTrialCallback(Callback):
         self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self._ended.add(trial.trial_id)
         last = self._last_result.get(trial.trial_id) or trial.last_result or {}
         self._end(trial, "failed", "FAILED", int(last.get("epoch", last.get("training_iteration", 0))))
 
@@ -138,10 +149,17 @@ class MlflowTrialCallback(Callback):
                          {"tags": {"raysweep.failures": str(trial.num_failures)}}))
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
+        # Recorded here, not at the end: stopping the experiment's actors may change their trials' statuses.
+        self._unfinished = {t.trial_id for t in trials if t.status not in (t.TERMINATED, t.ERROR)}
         self._drain()
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
-        # Kept by parent run: after Tuner.restore, Tune calls its own unpickled copy of this callback.
+        cut_short = self._unfinished - self._ended
+        for trial in trials:
+            if trial.trial_id in cut_short and trial.trial_id in self._opened:
+                last = self._last_result.get(trial.trial_id) or trial.last_result or {}
+                self._end(trial, "interrupted", "KILLED", int(last.get("epoch", last.get("training_iteration", 0))))
+        _INTERRUPTED[self.sweep_run.run_id] = cut_short
         _UNLOGGED[self.sweep_run.run_id] = self.flush()
 
     # The queue. `_attempt` is the one wrapper every MLflow call of the callback goes through.

@@ -180,6 +180,35 @@ def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_pat
     _assert_each_trial_once_and_complete(tmp_path, "resumed", trials=4, epochs=6)
 
 
+def test_ctrl_c_marks_unfinished_trials_interrupted_and_resume_completes_them(tmp_path):
+    sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="ctrlc"))
+    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path, snapshot_every_s=1),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def one_done_one_running() -> bool:
+        counts = result_lines(tmp_path, "ctrlc") if (tmp_path / "results").exists() else {}
+        return 6 in counts.values() and any(0 < n < 6 for n in counts.values())
+
+    _wait_for(one_done_one_running, timeout=300, process=driver)
+    driver.send_signal(signal.SIGINT)  # the driver alone, as Ctrl-C in its terminal would reach it
+    out, err = driver.communicate(timeout=300)
+    rows = trials_csv(tmp_path, "ctrlc")
+    interrupted = {r["trial_id"] for r in rows if r["status"] == "interrupted"}
+    assert driver.returncode == 130, err[-3000:]
+    assert "continue them with --resume" in out
+    assert len(rows) == 4 and interrupted and {r["status"] for r in rows} == {"completed", "interrupted"}
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    children = client.search_runs([client.get_experiment_by_name("ctrlc").experiment_id],
+                                  "tags.`raysweep.role` = 'trial'")
+    for child in children:  # every trial that started has a run, marked as its row is
+        assert (child.data.tags["raysweep.status"] == "interrupted") == (child.data.tags["raysweep.trial_id"]
+                                                                          in interrupted)
+
+    done = run_sweep(sweep_file, tmp_path, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_each_trial_once_and_complete(tmp_path, "ctrlc", trials=4, epochs=6)
+
+
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path):
     sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="killed"))
     driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path, snapshot_every_s=1),
