@@ -150,7 +150,7 @@ def _learning_curves(look: _Look, curves: dict, path: Path) -> Path:
     handles = [Line2D([], [], color=c, linestyle="--" if m else "-")
                for c, m in zip(look.colors, look.marked, strict=True)]
     fig.legend(handles, look.names, loc="outside right upper", ncols=columns, fontsize=8,
-               title="trial (dashed: diverged or failed,\nX: its last finite value)", title_fontsize=8)
+               title="trial (dashed: diverged, failed or\ninterrupted; X: last finite value)", title_fontsize=8)
     return _save(fig, path)
 
 
