@@ -119,7 +119,7 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         tid = trial.trial_id
         self._last_result[tid] = result
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        step = _epoch(result)
         if step <= self._last_step.get(tid, 0):  # a restarted trial repeats epochs already logged
             return
         self._last_step[tid] = step
@@ -129,8 +129,8 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
-        last = self._last_result.get(trial.trial_id) or trial.last_result or {}
-        epoch = int(last.get("epoch", last.get("training_iteration", 0)))
+        last = self._last(trial)
+        epoch = _epoch(last)
         if last.get("diverged"):
             status = "diverged"
         elif last.get("early_stopped") or epoch < self.max_epochs:  # our early stopping, or ASHA's
@@ -141,8 +141,7 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
-        last = self._last_result.get(trial.trial_id) or trial.last_result or {}
-        self._end(trial, "failed", "FAILED", int(last.get("epoch", last.get("training_iteration", 0))))
+        self._end(trial, "failed", "FAILED", _epoch(self._last(trial)))
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._submit(_Op("tags", trial.trial_id, f"trial {trial.trial_id}: failure count",
@@ -157,10 +156,13 @@ class MlflowTrialCallback(Callback):
         cut_short = self._unfinished - self._ended
         for trial in trials:
             if trial.trial_id in cut_short and trial.trial_id in self._opened:
-                last = self._last_result.get(trial.trial_id) or trial.last_result or {}
-                self._end(trial, "interrupted", "KILLED", int(last.get("epoch", last.get("training_iteration", 0))))
+                self._end(trial, "interrupted", "KILLED", _epoch(self._last(trial)))
         _INTERRUPTED[self.sweep_run.run_id] = cut_short
         _UNLOGGED[self.sweep_run.run_id] = self.flush()
+
+    def _last(self, trial: Trial) -> dict:
+        """The trial's latest result: the one this callback saw, else Tune's (a trial restored by --resume)."""
+        return self._last_result.get(trial.trial_id) or trial.last_result or {}
 
     # The queue. `_attempt` is the one wrapper every MLflow call of the callback goes through.
     def _end(self, trial: Trial, status: str, run_status: str, stopped_epoch: int) -> None:
@@ -243,6 +245,10 @@ class MlflowTrialCallback(Callback):
         _end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
 
 
+
+
+def _epoch(result: dict) -> int:
+    return int(result.get("epoch", result.get("training_iteration", 0)))
 
 
 def _last_logged_step(client: MlflowClient, run) -> int:
