@@ -16,6 +16,8 @@ import pandas as pd
 from raysweep import sweep as sweeps
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ray.tune import ResultGrid
 
     from raysweep.data import Dataset
@@ -112,6 +114,8 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
     from raysweep import report, tracking, tracking_callback, train
 
     table = trial_rows(sweep, grid, interrupted=tracking_callback.interrupted(sweep_run))
+    # Before the report reads the child runs back: a killed driver may have left a run of a trial Tune never saved.
+    missing = tracking.abandon_unknown_trial_runs(sweep_run, is_trial=_trial_of(table))
     results_dir = _local_results_dir(grid.experiment_path, sweep.name)
     results_dir.mkdir(parents=True, exist_ok=True)
     score = f"best_{sweep.metric}"
@@ -122,7 +126,6 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
         usable = sound & table[score].map(sweeps.is_finite_number)
         candidates = table[usable]
     best = None
-    missing: list[str] = []
     tags: dict[str, str] = {}
     metrics: dict[str, float] = {}
     if len(candidates):
@@ -158,6 +161,13 @@ def finish(sweep: sweeps.Sweep, *, grid: ResultGrid, dataset: Dataset, sweep_run
     missing = tracking_callback.unlogged(sweep_run) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
     return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
+
+
+def _trial_of(table: pd.DataFrame) -> Callable[[str], bool]:
+    """Whether a trial id names one of the table's trials (by its row, or by its folder when it never reported)."""
+    ids = set(table.trial_id) if len(table) else set()
+    folders = [Path(path).name for path in table.path] if len(table) else []
+    return lambda trial_id: trial_id in ids or any(f"_{trial_id}_" in folder for folder in folders)
 
 
 def preprocessing(dataset: Dataset) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 OPTIONAL_METRICS = ("recon_loss", "val_recon_loss")  # cae_mlp only
 STATUSES = ("completed", "early_stopped", "diverged", "failed")
+ABANDONED = "abandoned"  # the status tag of a deleted orphan run: see abandon_unknown_trial_runs
 ROLE, SWEEP_KEY, TRIAL_ID = "raysweep.role", "raysweep.sweep_key", "raysweep.trial_id"
 STATUS, STOPPED_EPOCH, PARENT = "raysweep.status", "raysweep.stopped_epoch", "mlflow.parentRunId"
 
@@ -165,6 +166,26 @@ def find_trial_run(sweep_run: SweepRun, trial_id: str) -> str | None:
     return _find_trial_run(MlflowClient(sweep_run.tracking_uri), sweep_run, trial_id)
 
 
+def abandon_unknown_trial_runs(sweep_run: SweepRun, *, is_trial: Callable[[str], bool]) -> list[str]:
+    """Delete (MLflow's soft delete) the child runs of trials that Tune's experiment does not hold.
+
+    A driver killed between opening a trial's run and Tune's next save of its experiment state leaves such a run: the
+    resumed experiment never knew the trial, and its searcher proposes another in its place. Each run is tagged
+    raysweep.status=abandoned and ended KILLED first, so `mlflow runs restore` shows why it went. Returns one line
+    per failure; never raises for MLflow errors."""
+    client, failures = MlflowClient(sweep_run.tracking_uri), []
+    for child in _children(client, sweep_run, status=None, on_error=failures):
+        if child.data.tags.get(ROLE) != "trial" or is_trial(child.data.tags.get(TRIAL_ID, "")):
+            continue
+        try:
+            with short_http():
+                _end_run(client, child.info.run_id, status=ABANDONED)
+                client.delete_run(child.info.run_id)
+        except Exception as exc:
+            failures.append(f"orphan trial run {child.info.run_id} not deleted: {_one_line(exc)}")
+    return failures
+
+
 def finish_sweep_run(
     sweep_run: SweepRun,
     *,
@@ -249,13 +270,14 @@ def _find_trial_run(client: MlflowClient, sweep_run: SweepRun, trial_id: str) ->
     return runs[0].info.run_id if runs else None
 
 
-def _children(client: MlflowClient, sweep_run: SweepRun, *, status: str, on_error: list[str]) -> list:
-    query = f"tags.`{PARENT}` = '{sweep_run.run_id}' AND attributes.status = '{status}'"
+def _children(client: MlflowClient, sweep_run: SweepRun, *, status: str | None, on_error: list[str]) -> list:
+    """The parent's child runs (those with the given MLflow status, or all); a failure goes to on_error."""
+    query = f"tags.`{PARENT}` = '{sweep_run.run_id}'" + (f" AND attributes.status = '{status}'" if status else "")
     try:
         with short_http():
             return _search(client, sweep_run.experiment_id, query)
     except Exception as exc:
-        on_error.append(f"closing child runs left {status}: {_one_line(exc)}")
+        on_error.append(f"listing child runs{f' left {status}' if status else ''}: {_one_line(exc)}")
         return []
 
 

@@ -172,12 +172,21 @@ def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_pat
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     finished_before = {trial for trial, n in result_lines(tmp_path, "resumed").items() if n == 6}
+    # What the killed driver leaves when it opened a trial's run after Tune last saved its state (this race does happen
+    # now and then by itself): the resumed experiment never knew that trial, and the searcher proposes another.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.get_experiment_by_name("resumed").experiment_id
+    (parent,) = client.search_runs([experiment_id], "tags.`raysweep.role` = 'sweep'")
+    orphan = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent.info.run_id, "raysweep.role": "trial",
+                                                    "raysweep.trial_id": "0a0b0c0d"}).info.run_id
 
     done = run_sweep(sweep_file, tmp_path, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     after = result_lines(tmp_path, "resumed")
     assert all(after[trial] == 6 for trial in finished_before)  # finished trials did not run again
     _assert_each_trial_once_and_complete(tmp_path, "resumed", trials=4, epochs=6)
+    abandoned = client.get_run(orphan)
+    assert (abandoned.info.lifecycle_stage, abandoned.data.tags["raysweep.status"]) == ("deleted", "abandoned")
 
 
 def test_ctrl_c_marks_unfinished_trials_interrupted_and_resume_completes_them(tmp_path):

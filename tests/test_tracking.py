@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from raysweep.tracking import (
+    ABANDONED,
     METRICS,
     PARENT,
     ROLE,
@@ -25,6 +26,7 @@ from raysweep.tracking import (
     TRIAL_ID,
     SweepRun,
     TrackingUnavailableError,
+    abandon_unknown_trial_runs,
     check_reachable,
     find_trial_run,
     finish_sweep_run,
@@ -320,6 +322,30 @@ def test_finish_closes_child_runs_left_running(tmp_path):
     assert unlogged == []
     assert (closed.info.status, closed.data.tags[STATUS]) == ("KILLED", "failed")
     assert client.get_run(sweep_run.run_id).info.status == "FINISHED"
+
+
+def test_runs_of_trials_the_experiment_does_not_hold_are_tagged_abandoned_and_deleted(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep_run = open_sweep(uri, "orphans")
+    client = MlflowClient(uri)
+    runs = {trial: client.create_run(sweep_run.experiment_id, tags={PARENT: sweep_run.run_id, ROLE: "trial",
+                                                                     TRIAL_ID: trial}).info.run_id
+            for trial in ("kept0001", "orphan01")}
+    elsewhere = client.create_run(sweep_run.experiment_id, tags={ROLE: "trial", TRIAL_ID: "orphan01"}).info.run_id
+
+    failures = abandon_unknown_trial_runs(sweep_run, is_trial=lambda trial: trial == "kept0001")
+    orphan, kept = client.get_run(runs["orphan01"]), client.get_run(runs["kept0001"])
+    assert failures == []
+    assert (orphan.info.lifecycle_stage, orphan.info.status, orphan.data.tags[STATUS]) == ("deleted", "KILLED",
+                                                                                           ABANDONED)
+    assert (kept.info.lifecycle_stage, kept.info.status) == ("active", "RUNNING")
+    assert client.get_run(elsewhere).info.lifecycle_stage == "active"  # another sweep's run is not ours to judge
+
+
+def test_abandoning_orphan_runs_reports_an_unreachable_server_in_one_line():
+    sweep_run = SweepRun(tracking_uri=f"http://127.0.0.1:{free_port()}", experiment_id="1", run_id="0" * 32)
+    failures = abandon_unknown_trial_runs(sweep_run, is_trial=lambda trial: False)
+    assert len(failures) == 1 and failures[0].startswith("listing child runs: ")
 
 
 def test_check_reachable_rejects_a_closed_port():
