@@ -205,7 +205,8 @@ def test_ctrl_c_marks_unfinished_trials_interrupted_and_resume_completes_them(tm
     interrupted = {r["trial_id"] for r in rows if r["status"] == "interrupted"}
     assert driver.returncode == 130, err[-3000:]
     assert "continue them with --resume" in out
-    assert len(rows) == 4 and interrupted and {r["status"] for r in rows} == {"completed", "interrupted"}
+    # The searcher proposes the fourth trial only when a slot frees up: Ctrl-C may come before it exists.
+    assert len(rows) in (3, 4) and interrupted and {r["status"] for r in rows} == {"completed", "interrupted"}
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     children = client.search_runs([client.get_experiment_by_name("ctrlc").experiment_id],
                                   "tags.`raysweep.role` = 'trial'")
