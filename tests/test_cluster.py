@@ -274,7 +274,9 @@ SWEEP = Sweep(
     searcher="random",
     scheduler="none",
     num_samples=4,
-    max_epochs=3,
+    # Node a starts its workers one at a time (one CPU): each trial must outlast the others' start-up, which took
+    # 7 s here (12 epochs: ~22 s); with 3 epochs a fast CI machine finished the first trial before the fourth began.
+    max_epochs=12,
     max_concurrent=4,  # Tune then starts all four at once (with a searcher it otherwise queues one at a time)
     gpu=0.25,  # four trials per GPU
     cpu=0.25,  # node a has one CPU for its four trials
