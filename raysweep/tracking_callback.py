@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from raysweep.config import flatten
+from raysweep.results import status_of
 from raysweep.tracking import (
     METRICS,
     OPTIONAL_METRICS,
@@ -130,14 +131,8 @@ class MlflowTrialCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
         last = self._last(trial)
-        epoch = _epoch(last)
-        if last.get("diverged"):
-            status = "diverged"
-        elif last.get("early_stopped") or epoch < self.max_epochs:  # our early stopping, or ASHA's
-            status = "early_stopped"
-        else:
-            status = "completed"
-        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch))
+        status = status_of(last, max_epochs=self.max_epochs, failed=False)  # the rule trials.csv uses
+        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or _epoch(last)))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
