@@ -58,6 +58,33 @@ def latest_run(storage_path: str) -> str | None:
     return next((n for n in names if tune.Tuner.can_restore(storage_uri(storage_path, n))), None)
 
 
+def repair_searcher_state(run_path: str, fresh_searcher: Any) -> str | None:
+    """Replace a saved searcher state that cannot be read by `fresh_searcher`'s; a warning line, or None.
+
+    Tune copies its snapshot from the driver's staging folder to a local storage folder file by file, in place: a
+    driver killed during that copy can leave an empty searcher-state-*.pkl. Tune then logs "Failed to restore the run
+    state" and waits forever with nothing to run. A fresh searcher (the sweep's own, unseeded by results) lets the
+    restored experiment go on: its finished trials stay, its unfinished ones continue, the trial count is kept (in
+    search_gen_state), and only later suggestions lose what the old searcher had learnt. S3 writes whole objects, so
+    a remote storage never holds a cut file."""
+    import pickle
+
+    if "://" in run_path or fresh_searcher is None:
+        return None
+    saved = sorted(Path(run_path).glob("searcher-state-*.pkl"))  # the newest is the one Tune restores
+    if not saved:
+        return None
+    try:
+        with open(saved[-1], "rb") as handle:
+            pickle.load(handle)
+        return None
+    except Exception as exc:
+        fresh_searcher.save(str(saved[-1]))
+        return (f"the searcher's saved state {saved[-1].name} could not be read ({type(exc).__name__}: the driver was "
+                f"killed while saving it); the search goes on with a fresh searcher: every trial is kept, later "
+                f"suggestions do not learn from the earlier ones")
+
+
 def source_tags(sweep_file: Path) -> dict[str, str]:
     """The sweep file and, when it lives in a git checkout, the commit it was run at."""
     tags = {"raysweep.sweep_file": str(sweep_file)}

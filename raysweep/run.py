@@ -170,6 +170,9 @@ def run(
         {"cpu": sweep.cpu, "gpu": sweep.gpu},
     )
     if previous is not None:
+        repaired = results.repair_searcher_state(run_path, search_algorithm(sweep)[0])
+        if repaired:
+            print(f"warning: {repaired}", file=sys.stderr)
         tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
     else:
         searcher, param_space = search_algorithm(sweep)

@@ -179,9 +179,14 @@ def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_pat
     (parent,) = client.search_runs([experiment_id], "tags.`raysweep.role` = 'sweep'")
     orphan = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent.info.run_id, "raysweep.role": "trial",
                                                     "raysweep.trial_id": "0a0b0c0d"}).info.run_id
+    # And what it leaves when killed while Tune copies its snapshot into the storage (a fresh-clone run hung on it):
+    # an empty searcher state. The ctrl-c test below resumes from an intact one.
+    (searcher_state,) = (tmp_path / "results" / "resumed").glob("*/searcher-state-*.pkl")
+    searcher_state.write_bytes(b"")
 
     done = run_sweep(sweep_file, tmp_path, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"warning: the searcher's saved state {searcher_state.name} could not be read" in done.stderr
     after = result_lines(tmp_path, "resumed")
     assert all(after[trial] == 6 for trial in finished_before)  # finished trials did not run again
     _assert_each_trial_once_and_complete(tmp_path, "resumed", trials=4, epochs=6)
