@@ -69,7 +69,7 @@ def repair_searcher_state(run_path: str, fresh_searcher: Any) -> str | None:
     a remote storage never holds a cut file."""
     import pickle
 
-    if "://" in run_path or fresh_searcher is None:
+    if "://" in run_path:
         return None
     saved = sorted(Path(run_path).glob("searcher-state-*.pkl"))  # the newest is the one Tune restores
     if not saved:
