@@ -99,6 +99,11 @@ def source_tags(sweep_file: Path) -> dict[str, str]:
     return tags | {"mlflow.source.git.commit": commit, "raysweep.git_dirty": str(bool(dirty)).lower()}
 
 
+def epoch_of(result: dict[str, Any]) -> int:
+    """The epoch a result reports (Tune's training_iteration when it has none: one report per epoch)."""
+    return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
 def status_of(last: dict[str, Any], *, max_epochs: int, failed: bool, interrupted: bool = False) -> str:
     """completed / early_stopped (ours or ASHA's) / diverged / failed / interrupted (the sweep stopped first)."""
     if failed:
@@ -107,7 +112,7 @@ def status_of(last: dict[str, Any], *, max_epochs: int, failed: bool, interrupte
         return "interrupted"
     if last.get("diverged"):
         return "diverged"
-    if last.get("early_stopped") or int(last.get("epoch", 0)) < max_epochs:
+    if last.get("early_stopped") or epoch_of(last) < max_epochs:
         return "early_stopped"
     return "completed"
 
@@ -126,7 +131,7 @@ def trial_rows(sweep: sweeps.Sweep, grid: ResultGrid, *, interrupted: set[str] =
             "trial_id": trial_id,
             "status": status_of(last, max_epochs=sweep.max_epochs, failed=result.error is not None,
                                 interrupted=trial_id in interrupted),
-            "epochs": int(last.get("epoch", 0)),
+            "epochs": epoch_of(last),
             f"best_{sweep.metric}": best,
             **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             "wall_time_s": last.get("time_total_s"),

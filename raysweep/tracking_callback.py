@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from raysweep.config import flatten
-from raysweep.results import status_of
+from raysweep.results import epoch_of, status_of
 from raysweep.tracking import (
     METRICS,
     OPTIONAL_METRICS,
@@ -120,7 +120,7 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         tid = trial.trial_id
         self._last_result[tid] = result
-        step = _epoch(result)
+        step = epoch_of(result)
         if step <= self._last_step.get(tid, 0):  # a restarted trial repeats epochs already logged
             return
         self._last_step[tid] = step
@@ -132,11 +132,11 @@ class MlflowTrialCallback(Callback):
         self._ended.add(trial.trial_id)
         last = self._last(trial)
         status = status_of(last, max_epochs=self.max_epochs, failed=False)  # the rule trials.csv uses
-        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or _epoch(last)))
+        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch_of(last)))
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
-        self._end(trial, "failed", "FAILED", _epoch(self._last(trial)))
+        self._end(trial, "failed", "FAILED", epoch_of(self._last(trial)))
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._submit(_Op("tags", trial.trial_id, f"trial {trial.trial_id}: failure count",
@@ -151,7 +151,7 @@ class MlflowTrialCallback(Callback):
         cut_short = self._unfinished - self._ended
         for trial in trials:
             if trial.trial_id in cut_short and trial.trial_id in self._opened:
-                self._end(trial, "interrupted", "KILLED", _epoch(self._last(trial)))
+                self._end(trial, "interrupted", "KILLED", epoch_of(self._last(trial)))
         _INTERRUPTED[self.sweep_run.run_id] = cut_short
         _UNLOGGED[self.sweep_run.run_id] = self.flush()
 
@@ -240,10 +240,6 @@ class MlflowTrialCallback(Callback):
         _end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
 
 
-
-
-def _epoch(result: dict) -> int:
-    return int(result.get("epoch", result.get("training_iteration", 0)))
 
 
 def _last_logged_step(client: MlflowClient, run) -> int:
