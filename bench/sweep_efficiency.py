@@ -84,9 +84,9 @@ def phase_functions() -> list[tuple[object, str]]:
     """raysweep.run.main's phases, as (owner, function name), each timed in the sweep process."""
     from ray import tune
 
-    from raysweep import data, results, run, tracking
+    from raysweep import data, mlflow_runs, results, run, tracking
 
-    return [(tracking, "check_reachable"), (data, "load"), (run, "connect"), (tracking, "start_sweep_run"),
+    return [(mlflow_runs, "check_reachable"), (data, "load"), (run, "connect"), (tracking, "start_sweep_run"),
             (tune.Tuner, "fit"), (results, "finish")]
 
 

@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from raysweep import results
-from raysweep import sweep as sweeps
-from raysweep.sweep import SweepError
-from raysweep.validate import validate
+from raysweep.sweep import Sweep, SweepError, domain_text, trial_settings, varied_names
+from raysweep.validate import resolve
 
 if TYPE_CHECKING:
     from raysweep.data import Dataset
+    from raysweep.results import Outcome
 
 USAGE_ERROR = 2
 NO_TRIAL_SUCCEEDED = 1
@@ -53,15 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve(args: argparse.Namespace) -> sweeps.Sweep:
-    """The sweep file with every command-line override applied, validated."""
-    sweep = sweeps.load(args.sweep_file)
+def resolve_sweep(args: argparse.Namespace) -> Sweep:
+    """The sweep file with every command-line option applied, validated once; then the options' own checks."""
     options = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
-    overrides = [f"{key}={value!r}" for key, value in options.items() if value is not None]
-    sweep = sweeps.override(sweep, overrides + args.overrides)
-    if args.smoke:
-        sweep = sweeps.smoke(sweep)
-    validate(sweep)
+    sweep = resolve(args.sweep_file, options=options, assignments=args.overrides, smoke=args.smoke)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise SweepError(f"`--data-dir` must be an existing folder, but got --data-dir={args.data_dir!r}")
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -76,20 +70,14 @@ def resolve(args: argparse.Namespace) -> sweeps.Sweep:
     return sweep
 
 
-def dry_run(sweep: sweeps.Sweep) -> None:
+def dry_run(sweep: Sweep) -> None:
     from raysweep import space
 
-    print(json.dumps(describe(sweep), indent=2, default=str))
+    print(json.dumps(sweep.to_dict(), indent=2, default=str))
     trials = space.grid_size(sweep) * sweep.num_samples if sweep.searcher == "grid" else sweep.num_samples
     print(f"\n{trials} trial(s), at most {trials * sweep.max_epochs} epochs. Sample trial configs:")
     for config in space.sample(sweep, count=3):
-        print("  " + json.dumps({**sweeps.trial_settings(sweep), **config}, default=str))
-
-
-def describe(sweep: sweeps.Sweep) -> dict:
-    """The resolved sweep as plain data: printed by --dry-run, logged to MLflow."""
-    fields = {f: getattr(sweep, f) for f in sweep.__dataclass_fields__ if f != "space"}
-    return {**fields, "space": {key: sweeps.describe(domain) for key, domain in sweep.space.items()}}
+        print("  " + json.dumps({**trial_settings(sweep), **config}, default=str))
 
 
 def fail(message: str) -> NoReturn:
@@ -102,7 +90,7 @@ class InfeasibleError(Exception):
     """The cluster can never give a trial what the sweep asks for."""
 
 
-def connect(sweep: sweeps.Sweep, *, address: str | None) -> None:
+def connect(sweep: Sweep, *, address: str | None) -> None:
     """Start a local Ray on all cores, or join a cluster; fail now if no node can ever host a trial."""
     import ray
 
@@ -137,53 +125,50 @@ def _autoscaler_node_types() -> list[dict]:
     return [dict(t.get("resources", {})) for t in node_types.values() if t.get("max_workers", 1) > 0]
 
 
+EXPERIMENT_END_FILE = "experiment_end.json"  # the trial callback's last word: see tracking_callback.ExperimentEnd
+
+
 def run(
-    sweep: sweeps.Sweep,
-    *,
-    dataset: Dataset,
-    sweep_file: Path,
-    storage_path: str,
-    previous: str | None,
-    tracking_uri: str,
-    resolved: dict,
-) -> results.Outcome:
+    sweep: Sweep, *, dataset: Dataset, sweep_file: Path, storage_path: str, previous: str | None, tracking_uri: str
+) -> Outcome:
     """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from raysweep import tracking, train
-    from raysweep.tracking_callback import MlflowTrialCallback
+    from raysweep import results, storage, tracking, train
+    from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
 
+    # 1. Where this run lives: its folder in the storage, and its results folder on this machine.
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
-    run_path = results.storage_uri(storage_path, run_name)  # an s3:// URI's query stays at its end
+    run_path = storage.storage_uri(storage_path, run_name)  # an s3:// URI's query stays at its end
+    results_dir = storage.local_results_dir(run_path, sweep.name)
+    end_file = results_dir / EXPERIMENT_END_FILE
+    end_file.unlink(missing_ok=True)  # an earlier execution's, on --resume
+
+    # 2. The sweep's parent run in MLflow (the same run again on --resume).
     sweep_run = tracking.start_sweep_run(
         tracking_uri=tracking_uri,
         experiment_name=sweep.name,
         sweep_key=run_path,
         params=search_params(sweep),
-        tags=results.source_tags(sweep_file),
-        artifacts={sweep_file.name: sweep_file.read_text(), "resolved_sweep.json": json.dumps(resolved, default=str)},
+        tags=tracking.source_tags(sweep_file),
+        artifacts={sweep_file.name: sweep_file.read_text(),
+                   "resolved_sweep.json": json.dumps(sweep.to_dict(), default=str)},
         resume=previous is not None,
     )
+
+    # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
     trainable = tune.with_resources(
-        tune.with_parameters(train.trainable, data=dataset),  # into the object store once; trials read it zero-copy
-        {"cpu": sweep.cpu, "gpu": sweep.gpu},
+        tune.with_parameters(train.trainable, data=dataset), {"cpu": sweep.cpu, "gpu": sweep.gpu}
     )
+
+    # 4. The one Tuner: the saved one on --resume, else a new one.
     if previous is not None:
-        repaired = results.repair_searcher_state(run_path, search_algorithm(sweep)[0])
+        repaired = storage.repair_searcher_state(run_path, search_algorithm(sweep)[0])
         if repaired:
             print(f"warning: {repaired}", file=sys.stderr)
         tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
     else:
         searcher, param_space = search_algorithm(sweep)
-        scheduler = FIFOScheduler()
-        if sweep.scheduler == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration",  # one report per epoch
-                max_t=sweep.max_epochs,
-                grace_period=sweep.grace_period,
-                reduction_factor=sweep.reduction_factor,
-            )
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -191,7 +176,7 @@ def run(
                 metric=sweep.metric,
                 mode=sweep.mode,
                 search_alg=searcher,
-                scheduler=scheduler,
+                scheduler=scheduler(sweep),
                 num_samples=sweep.num_samples,
                 max_concurrent_trials=sweep.max_concurrent or None,
                 reuse_actors=True,  # a new trial reuses a finished one's worker: no new process, no torch import
@@ -199,24 +184,41 @@ def run(
             run_config=tune.RunConfig(
                 name=run_name,
                 storage_path=storage_path,
-                callbacks=[MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs)],
+                callbacks=[MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file)],
                 # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
                 failure_config=tune.FailureConfig(max_failures=3),
                 # Checkpoint every epoch and keep them all while the sweep runs: Tune's own num_to_keep deletes a
                 # checkpoint before its experiment state stops naming it, which strands a trial when the driver is
-                # killed in between. results.prune_checkpoints trims each trial to its best and latest after fit().
+                # killed in between. storage.prune_checkpoints trims each trial to its best and latest after fit().
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=None, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
                 ),
                 verbose=1,
             ),
         )
-    grid = tuner.fit()
-    results.prune_checkpoints(grid, metric=sweep.metric, mode=sweep.mode)
-    return results.finish(sweep, grid=grid, dataset=dataset, sweep_run=sweep_run)
+
+    # 5. Fit; then trim the checkpoints, and the work after fit: table, test split, CSV, report, summary run.
+    result_grid = tuner.fit()
+    storage.prune_checkpoints(result_grid, metric=sweep.metric, mode=sweep.mode)
+    return results.finish(sweep, result_grid=result_grid, dataset=dataset, sweep_run=sweep_run,
+                          results_dir=results_dir, experiment_end=ExperimentEnd.read(end_file))
 
 
-def search_algorithm(sweep: sweeps.Sweep) -> tuple[Any, dict[str, Any]]:
+def scheduler(sweep: Sweep) -> Any:
+    """ASHA on the epoch count, or FIFO (every trial runs its whole budget)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if sweep.scheduler != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",  # one report per epoch
+        max_t=sweep.max_epochs,
+        grace_period=sweep.grace_period,
+        reduction_factor=sweep.reduction_factor,
+    )
+
+
+def search_algorithm(sweep: Sweep) -> tuple[Any, dict[str, Any]]:
     """The Tune search algorithm for the sweep's searcher, and the param_space to pass beside it."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.hyperopt import HyperOptSearch
@@ -224,8 +226,7 @@ def search_algorithm(sweep: sweeps.Sweep) -> tuple[Any, dict[str, Any]]:
     from raysweep import space
 
     if sweep.searcher == "grid":  # Ray Tune's own generator walks the nested grid_search of every valid combination
-        grid = {**sweeps.trial_settings(sweep), **space.grid_space(sweep)}
-        return BasicVariantGenerator(random_state=sweep.seed), grid
+        return BasicVariantGenerator(random_state=sweep.seed), {**trial_settings(sweep), **space.grid_space(sweep)}
     # Random search samples the same nested HyperOpt space from its prior (TPE that never leaves its random start-up
     # phase), so conditional children and points_to_evaluate behave exactly as they do under TPE.
     points = [space.hyperopt_point(sweep.space, p) for p in sweep.points_to_evaluate]
@@ -240,38 +241,40 @@ def search_algorithm(sweep: sweeps.Sweep) -> tuple[Any, dict[str, Any]]:
     ))
     if sweep.max_concurrent:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent)
-    return searcher, sweeps.trial_settings(sweep)
+    return searcher, trial_settings(sweep)
 
 
-def search_params(sweep: sweeps.Sweep) -> dict[str, str]:
+def search_params(sweep: Sweep) -> dict[str, str]:
     """What the parent run records as params: the space, the searcher and scheduler, the budget."""
-    params = {f"space.{key}": sweeps.describe(domain) for key, domain in sweep.space.items()}
+    params = {f"space.{key}": domain_text(domain) for key, domain in sweep.space.items()}
     params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
     keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
             "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "subset", "val_size")
     params |= {key: str(getattr(sweep, key)) for key in keys}
-    params["searched"] = json.dumps(sweeps.varied_names(sweep))
+    params["searched"] = json.dumps(varied_names(sweep))
     if sweep.trials:
         params["trials"] = json.dumps(list(sweep.trials), default=str)[:6000]  # MLflow caps a param's length
     return params
 
 
 def main(argv: list[str] | None = None) -> int:
+    # 1. The sweep and the options. Bad input exits 2 here, with one line, before anything starts.
     args = parse_args(argv)
     try:
-        sweep = resolve(args)
+        sweep = resolve_sweep(args)
     except SweepError as exc:
         fail(str(exc))
     if args.dry_run:
         dry_run(sweep)
         return 0
 
-    from raysweep import data, tracking
+    from raysweep import data, mlflow_runs, storage
 
+    # 2. What the sweep needs from outside: MLflow, the data, the storage (and the run to resume), Ray.
     try:
-        tracking_uri = tracking.resolve_tracking_uri(args.tracking_uri)
-        tracking.check_reachable(tracking_uri)
-    except tracking.TrackingUnavailableError as exc:
+        tracking_uri = mlflow_runs.resolve_tracking_uri(args.tracking_uri)
+        mlflow_runs.check_reachable(tracking_uri)
+    except mlflow_runs.TrackingUnavailableError as exc:
         fail(str(exc))
     try:
         dataset = data.load(
@@ -282,25 +285,22 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
     except ValueError as exc:  # e.g. a subset or val_size larger than the data set
         fail(f"data: {exc}")
-    storage_path = results.storage_uri(args.storage or "results", sweep.name)
-    previous = results.latest_run(storage_path) if args.resume else None
+    storage_path = storage.storage_uri(args.storage or "results", sweep.name)
+    previous = storage.latest_run(storage_path) if args.resume else None
     if args.resume and previous is None:
         fail(f"`--resume` needs an earlier run of sweep {sweep.name!r} under {storage_path}, but found none")
     try:
         connect(sweep, address=args.address or os.environ.get("RAY_ADDRESS"))
     except InfeasibleError as exc:
         fail(str(exc))
+
+    # 3. The sweep, then the summary and the exit code.
+    from raysweep import console
+
     started = time.time()
-    outcome = run(
-        sweep,
-        dataset=dataset,
-        sweep_file=args.sweep_file,
-        storage_path=storage_path,
-        previous=previous,
-        tracking_uri=tracking_uri,
-        resolved=describe(sweep),
-    )
-    results.print_summary(outcome, seconds=time.time() - started)
+    outcome = run(sweep, dataset=dataset, sweep_file=args.sweep_file, storage_path=storage_path, previous=previous,
+                  tracking_uri=tracking_uri)
+    console.print_summary(outcome, seconds=time.time() - started)
     if len(outcome.table) and (outcome.table.status == "interrupted").any():
         return INTERRUPTED
     return 0 if outcome.best is not None else NO_TRIAL_SUCCEEDED

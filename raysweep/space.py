@@ -15,7 +15,8 @@ import numpy as np
 from hyperopt import hp
 from ray import tune
 
-from raysweep.sweep import Choice, Sweep, Uniform, flatten, searched_names
+from raysweep.config import flatten
+from raysweep.sweep import Choice, Sweep, Uniform, searched_names
 
 if TYPE_CHECKING:
     from ray.tune.search.hyperopt import HyperOptSearch

@@ -1,4 +1,4 @@
-"""Sweep files: the Sweep dataclass, search-space helpers, loading (validated by raysweep/validate.py) and --set.
+"""What a sweep file imports: the Sweep dataclass and the search-space helpers (choice, uniform, loguniform, quniform).
 
 A sweep file is a plain Python module that defines `SWEEP = Sweep(...)`. Its search space maps trial settings to
 domains. A `choice` given a dict is conditional: each option carries the child parameters that exist only under it,
@@ -10,18 +10,12 @@ and the same space becomes HyperOpt's nested hp.choice (TPE), Ray Tune domains (
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from raysweep.config import flatten
-
-__all__ = ["Sweep", "SweepError", "choice", "flatten", "load", "loguniform", "quniform", "uniform"]
+__all__ = ["Sweep", "SweepError", "choice", "loguniform", "quniform", "uniform"]
 
 
 class SweepError(ValueError):
@@ -100,90 +94,15 @@ class Sweep:
     val_pick: str = "first"
     subset: int | None = None  # first N training examples, for quick runs
 
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved sweep as plain data: printed by --dry-run, logged to MLflow."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "space"}
+        return {**fields, "space": {key: domain_text(domain) for key, domain in self.space.items()}}
+
 
 def trial_settings(sweep: Sweep) -> dict[str, Any]:
     """What every trial's config holds besides the searched values."""
     return {**sweep.fixed, "max_epochs": sweep.max_epochs, "seed": sweep.seed}
-
-
-# ------------------------------------------------------------------------------------------------ loading
-def load(path: str | Path) -> Sweep:
-    """Import a sweep file with importlib and return its validated SWEEP."""
-    path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file: `{path}` must be an existing .py file, but it does not exist")
-    spec = importlib.util.spec_from_file_location(f"raysweep_sweeps.{path.stem}", path)
-    if spec is None or spec.loader is None or path.suffix != ".py":
-        raise SweepError(f"sweep file: `{path}` must be a Python file ending in .py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as `import` does: a dataclass in the file looks its module up there
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise SweepError(f"sweep file {path}: syntax error at line {exc.lineno}: {exc.msg}") from None
-    except Exception as exc:  # the file is user code: whatever it raises is a bad sweep file
-        message = " ".join(str(exc).split())  # the contract is one line on stderr
-        raise SweepError(f"sweep file {path}: {type(exc).__name__} while importing: {message}") from None
-    sweep = getattr(module, "SWEEP", None)
-    if sweep is None:
-        raise SweepError(f"sweep file {path}: must define `SWEEP = Sweep(...)`, but defines no SWEEP")
-    if not isinstance(sweep, Sweep):
-        raise SweepError(f"sweep file {path}: `SWEEP` must be a raysweep.sweep.Sweep, but got {type(sweep).__name__}")
-    from raysweep.validate import validate  # validate.py imports this module
-
-    validate(sweep)
-    return sweep
-
-
-def override(sweep: Sweep, assignments: list[str]) -> Sweep:
-    """Apply --set KEY=VALUE: a Sweep field, `fixed.SETTING`, or `space.SETTING` (a list searches it; a scalar pins
-    it, moving it to `fixed`)."""
-    for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        if not sep or not key:
-            raise SweepError(f"--set: must be KEY=VALUE, but got {assignment!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare word, e.g. --set searcher=random
-        scope, _, setting = key.partition(".")
-        if scope in ("fixed", "space") and setting:
-            from raysweep.validate import check_setting  # validate.py imports this module
-
-            check_setting(f"--set {key}", setting)
-            fixed, space = dict(sweep.fixed), dict(sweep.space)
-            if scope == "space" and isinstance(value, list):
-                space[setting] = choice(value)
-                fixed.pop(setting, None)
-            else:
-                fixed[setting] = value
-                space.pop(setting, None)
-            sweep = dataclasses.replace(sweep, fixed=fixed, space=space)
-        elif key in {f.name for f in dataclasses.fields(Sweep)} - {"fixed", "space"}:
-            sweep = dataclasses.replace(sweep, **{key: value})
-        else:
-            fields = ", ".join(f.name for f in dataclasses.fields(Sweep) if f.name not in ("fixed", "space"))
-            raise SweepError(f"--set: unknown key `{key}`; use a Sweep field ({fields}), fixed.X or space.X")
-    return sweep
-
-
-def smoke(sweep: Sweep) -> Sweep:
-    """2 trials, 1 epoch, 256 training examples: the whole path in seconds."""
-    # A grid of explicit trials keeps its first two; a product grid is sampled at random instead.
-    product_grid = sweep.searcher == "grid" and not sweep.trials
-    return dataclasses.replace(
-        sweep,
-        searcher="random" if product_grid else sweep.searcher,
-        trials=sweep.trials[:2],
-        space={} if sweep.trials else sweep.space,
-        num_samples=2 if not sweep.trials else 1,
-        max_epochs=1,
-        grace_period=1,
-        max_concurrent=2,
-        subset=min(sweep.subset or 256, 256),
-        val_size=sweep.val_size if isinstance(sweep.val_size, float) else 500 if sweep.dataset != "digits" else None,
-        points_to_evaluate=sweep.points_to_evaluate[:2],
-    )
 
 
 def _searched_names(space: dict[str, Any]) -> list[str]:
@@ -206,13 +125,13 @@ def varied_names(sweep: Sweep) -> list[str]:
     return list(dict.fromkeys(searched_names(sweep) + [key for trial in sweep.trials for key in trial]))
 
 
-def describe(domain: Any) -> str:
+def domain_text(domain: Any) -> str:
     """A domain as it reads in a sweep file, for printing and for MLflow params."""
     if isinstance(domain, Uniform):
         kind = "loguniform" if domain.log else "uniform"
         return f"{kind}({domain.low:g}, {domain.high:g}" + (f", q={domain.q:g})" if domain.q else ")")
     if isinstance(domain, Choice) and domain.conditional:
-        parts = [f"{o!r}: {{{', '.join(f'{k!r}: {describe(v)}' for k, v in c.items())}}}"
+        parts = [f"{o!r}: {{{', '.join(f'{k!r}: {domain_text(v)}' for k, v in c.items())}}}"
                  for o, c in zip(domain.options, domain.children, strict=True)]
         return "choice({" + ", ".join(parts) + "})"
     if isinstance(domain, Choice):

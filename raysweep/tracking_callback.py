@@ -7,8 +7,10 @@ later hooks and at the end, and whatever stays unlogged is listed in `callback.m
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -17,20 +19,20 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from raysweep.config import flatten
-from raysweep.results import epoch_of, status_of
-from raysweep.tracking import (
+from raysweep.mlflow_runs import (
     METRICS,
     OPTIONAL_METRICS,
     PARENT,
     ROLE,
     TRIAL_ID,
     SweepRun,
-    _end_run,
-    _find_trial_run,
-    _one_line,
-    _param_value,
+    end_run,
+    find_trial_run_id,
+    one_line,
+    param_value,
     short_http,
 )
+from raysweep.status import epoch_of, status_of
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -50,26 +52,37 @@ class _NoChildRun(Exception):
     """The trial's child run could not be created, so its later writes have nowhere to go."""
 
 
-# Kept by parent run id, because after Tuner.restore Tune calls its own unpickled copy of the callback.
-_UNLOGGED: dict[str, list[str]] = {}  # what the sweep's callback could not log
-_INTERRUPTED: dict[str, set[str]] = {}  # trials the experiment ended without (Ctrl-C): neither finished nor failed
+@dataclass(frozen=True)
+class ExperimentEnd:
+    """What the callback knows once Tune's experiment has ended, for the work after fit().
 
+    It travels through a small JSON file beside the results rather than through the callback object, because after
+    Tuner.restore Tune calls its own unpickled copy of the callback, which the driver cannot reach.
+    """
 
-def unlogged(sweep_run: SweepRun) -> list[str]:
-    """What the trial callback of this sweep run could not log to MLflow, once the experiment has ended."""
-    return list(_UNLOGGED.get(sweep_run.run_id, []))
+    interrupted: frozenset[str] = frozenset()  # trials still pending or running at the end: --resume continues them
+    unlogged: tuple[str, ...] = ()  # one line per write that could not be logged to MLflow
 
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"interrupted": sorted(self.interrupted), "unlogged": list(self.unlogged)}))
 
-def interrupted(sweep_run: SweepRun) -> set[str]:
-    """Ids of the trials that were still pending or running when the experiment ended: `--resume` continues them."""
-    return set(_INTERRUPTED.get(sweep_run.run_id, set()))
+    @classmethod
+    def read(cls, path: Path) -> ExperimentEnd:
+        """The state the callback wrote, or an empty one when the experiment never reached its end hook."""
+        if not path.is_file():
+            return cls()
+        saved = json.loads(path.read_text())
+        return cls(interrupted=frozenset(saved["interrupted"]), unlogged=tuple(saved["unlogged"]))
 
 
 class MlflowTrialCallback(Callback):
     """Logs each trial to a child run of the sweep's parent run, from the driver."""
 
-    def __init__(self, *, sweep_run: SweepRun, max_epochs: int, retry_every_s: float = 5.0) -> None:
+    def __init__(self, *, sweep_run: SweepRun, max_epochs: int, end_file: Path | None = None,
+                 retry_every_s: float = 5.0) -> None:
         self.sweep_run = sweep_run
+        self.end_file = end_file  # where on_experiment_end writes its ExperimentEnd; None: nowhere
         self.max_epochs = max_epochs
         self.retry_every_s = retry_every_s  # seconds before the first retry; doubles up to 60 s
         self._queue: list[_Op] = []  # FIFO, so a trial's run is opened before anything is logged to it
@@ -112,7 +125,7 @@ class MlflowTrialCallback(Callback):
         if trial.trial_id in self._opened:  # a trial restarted after a failure keeps its run
             return
         self._opened.add(trial.trial_id)
-        params = {k: _param_value(v) for k, v in flatten(trial.config).items()}
+        params = {k: param_value(v) for k, v in flatten(trial.config).items()}
         label = _trial_label(trial.evaluated_params or trial.config)
         self._submit(_Op("open", trial.trial_id, f"trial {trial.trial_id}: child run '{label}'",
                          {"label": label, "params": params}))
@@ -152,8 +165,9 @@ class MlflowTrialCallback(Callback):
         for trial in trials:
             if trial.trial_id in cut_short and trial.trial_id in self._opened:
                 self._end(trial, "interrupted", "KILLED", epoch_of(self._last(trial)))
-        _INTERRUPTED[self.sweep_run.run_id] = cut_short
-        _UNLOGGED[self.sweep_run.run_id] = self.flush()
+        unlogged = self.flush()
+        if self.end_file is not None:
+            ExperimentEnd(interrupted=frozenset(cut_short), unlogged=tuple(unlogged)).write(self.end_file)
 
     def _last(self, trial: Trial) -> dict:
         """The trial's latest result: the one this callback saw, else Tune's (a trial restored by --resume)."""
@@ -189,9 +203,9 @@ class MlflowTrialCallback(Callback):
             return True
         except Exception as exc:
             if isinstance(exc, _NoChildRun) or _is_permanent(exc):
-                self._dropped.append(f"{op.what} not logged: {_one_line(exc)}")
+                self._dropped.append(f"{op.what} not logged: {one_line(exc)}")
                 return True
-            self._last_error = _one_line(exc, limit=400)
+            self._last_error = one_line(exc, limit=400)
             return False
 
     def _mlflow(self) -> MlflowClient:
@@ -207,7 +221,7 @@ class MlflowTrialCallback(Callback):
     def _do_open(self, op: _Op) -> None:
         client, tid = self._mlflow(), op.trial_id
         # Looking up first makes a retry after a timed-out create, and a resumed sweep, reuse the run.
-        run_id = _find_trial_run(client, self.sweep_run, tid)
+        run_id = find_trial_run_id(client, self.sweep_run, tid)
         if run_id is None:
             tags = {ROLE: "trial", PARENT: self.sweep_run.run_id, TRIAL_ID: tid}
             run = client.create_run(self.sweep_run.experiment_id, run_name=op.payload["label"], tags=tags)
@@ -237,9 +251,7 @@ class MlflowTrialCallback(Callback):
 
     def _do_end(self, op: _Op) -> None:
         p = op.payload
-        _end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
-
-
+        end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
 
 
 def _last_logged_step(client: MlflowClient, run) -> int:

@@ -1,4 +1,5 @@
-"""Validation of a whole sweep before Ray starts: every field, every domain, every corner of the space.
+"""A sweep as the command line resolves it, before Ray starts: load the file, apply the options, --set and --smoke, then
+validate the result once: every field, every domain, every corner of the space.
 
 Each failure is a SweepError whose one line names the field and the rule, e.g.
 "`num_samples` must be an integer >= 1, but got num_samples=0"; the command line prints it and exits 2.
@@ -6,9 +7,15 @@ Each failure is a SweepError whose one line names the field and the rule, e.g.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib.util
 import math
+import sys
 import types
 import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from raysweep.config import ConfigError, TrialConfig
@@ -21,11 +28,101 @@ from raysweep.sweep import (
     Sweep,
     SweepError,
     Uniform,
-    describe,
+    choice,
+    domain_text,
     is_finite_number,
     searched_names,
     trial_settings,
 )
+
+
+def resolve(path: str | Path, *, options: Mapping[str, Any] | None = None, assignments: Sequence[str] = (),
+            smoke: bool = False) -> Sweep:
+    """The sweep file with the command line applied, validated once.
+
+    `options` are typed Sweep fields from their own flags (num_samples, max_epochs, seed; None: not given), applied
+    before the --set `assignments`, then the smoke budget."""
+    sweep = load(path)
+    sweep = dataclasses.replace(sweep, **{k: v for k, v in (options or {}).items() if v is not None})
+    sweep = override(sweep, assignments)
+    if smoke:
+        sweep = smoke_budget(sweep)
+    validate(sweep)
+    return sweep
+
+
+def load(path: str | Path) -> Sweep:
+    """Import a sweep file with importlib and return its SWEEP, not yet validated (see `resolve`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file: `{path}` must be an existing .py file, but it does not exist")
+    spec = importlib.util.spec_from_file_location(f"raysweep_sweeps.{path.stem}", path)
+    if spec is None or spec.loader is None or path.suffix != ".py":
+        raise SweepError(f"sweep file: `{path}` must be a Python file ending in .py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as `import` does: a dataclass in the file looks its module up there
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise SweepError(f"sweep file {path}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # the file is user code: whatever it raises is a bad sweep file
+        message = " ".join(str(exc).split())  # the contract is one line on stderr
+        raise SweepError(f"sweep file {path}: {type(exc).__name__} while importing: {message}") from None
+    sweep = getattr(module, "SWEEP", None)
+    if sweep is None:
+        raise SweepError(f"sweep file {path}: must define `SWEEP = Sweep(...)`, but defines no SWEEP")
+    if not isinstance(sweep, Sweep):
+        raise SweepError(f"sweep file {path}: `SWEEP` must be a raysweep.sweep.Sweep, but got {type(sweep).__name__}")
+    return sweep
+
+
+def override(sweep: Sweep, assignments: Sequence[str]) -> Sweep:
+    """Apply --set KEY=VALUE: a Sweep field, `fixed.SETTING`, or `space.SETTING` (a list searches it; a scalar pins
+    it, moving it to `fixed`). Values are Python literals; a bare word is a string."""
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key:
+            raise SweepError(f"--set: must be KEY=VALUE, but got {assignment!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word, e.g. --set searcher=random
+        scope, _, setting = key.partition(".")
+        if scope in ("fixed", "space") and setting:
+            check_setting(f"--set {key}", setting)
+            fixed, space = dict(sweep.fixed), dict(sweep.space)
+            if scope == "space" and isinstance(value, list):
+                space[setting] = choice(value)
+                fixed.pop(setting, None)
+            else:
+                fixed[setting] = value
+                space.pop(setting, None)
+            sweep = dataclasses.replace(sweep, fixed=fixed, space=space)
+        elif key in {f.name for f in dataclasses.fields(Sweep)} - {"fixed", "space"}:
+            sweep = dataclasses.replace(sweep, **{key: value})
+        else:
+            fields = ", ".join(f.name for f in dataclasses.fields(Sweep) if f.name not in ("fixed", "space"))
+            raise SweepError(f"--set: unknown key `{key}`; use a Sweep field ({fields}), fixed.X or space.X")
+    return sweep
+
+
+def smoke_budget(sweep: Sweep) -> Sweep:
+    """--smoke: 2 trials, 1 epoch, 256 training examples: the whole path in seconds."""
+    # A grid of explicit trials keeps its first two; a product grid is sampled at random instead.
+    product_grid = sweep.searcher == "grid" and not sweep.trials
+    return dataclasses.replace(
+        sweep,
+        searcher="random" if product_grid else sweep.searcher,
+        trials=sweep.trials[:2],
+        space={} if sweep.trials else sweep.space,
+        num_samples=2 if not sweep.trials else 1,
+        max_epochs=1,
+        grace_period=1,
+        max_concurrent=2,
+        subset=min(sweep.subset or 256, 256),
+        val_size=sweep.val_size if isinstance(sweep.val_size, float) else 500 if sweep.dataset != "digits" else None,
+        points_to_evaluate=sweep.points_to_evaluate[:2],
+    )
 
 
 def _fail(field_name: str, rule: str, value: Any) -> SweepError:
@@ -136,7 +233,7 @@ def _validate_space(space: dict[str, Any], *, base: dict[str, Any], where: str, 
                                  f"low={domain.low}, high={domain.high}, q={domain.q}")
             if _whole_only(key) and not (domain.q is not None and float(domain.q).is_integer()):
                 raise SweepError(f"`{name}` takes whole numbers, so it needs a whole q, e.g. quniform(16, 256, 16), "
-                                 f"but got {describe(domain)}")
+                                 f"but got {domain_text(domain)}")
             for corner in corners:
                 _try_config(name, {**base, key: corner})
         elif isinstance(domain, Choice):
