@@ -178,7 +178,7 @@ def local_store_folder(uri: str) -> Path | None:
         db_path = uri[len("sqlite:///") :]
         return None if db_path in ("", ":memory:") else Path(db_path).absolute().parent
     if uri.startswith("file:"):
-        from mlflow.utils.uri import local_file_uri_to_path
+        from mlflow.utils.file_utils import local_file_uri_to_path
 
         return Path(local_file_uri_to_path(uri)).absolute()
     return Path(uri).absolute() if "://" not in uri and not uri.startswith("databricks") else None
