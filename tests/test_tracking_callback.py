@@ -50,7 +50,7 @@ def test_a_trial_becomes_a_child_run_with_flat_params_and_one_metric_point_per_e
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7), (3, 0.6)]
     assert run.info.status == "FINISHED" and run.data.tags[STATUS] == "completed"
-    assert run.info.run_name == "sgd lr=0.1 momentum=0.9"
+    assert run.info.run_name == "sgd momentum=0.9 lr=0.1"  # choices by name first, then numbers
 
 
 def test_the_status_tag_follows_the_status_rule(sweep_run):
