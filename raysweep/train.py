@@ -73,8 +73,11 @@ def _forward_backward(
     penalty: Penalty | None,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Backpropagate scale x (cross-entropy [+ recon_weight x MSE] [+ penalty]) of one batch.
+    """Backpropagate scale x (cross-entropy [+ recon_weight x MSE]) [+ penalty] of one batch.
 
+    `scale` is the batch's share of a batch-GD step split into chunks, so the chunks' gradients add up to the whole
+    batch's mean. The penalty is a property of the weights, not of the examples: it is never scaled, and the caller
+    passes it for one chunk of a step only.
     Returns the batch's summed cross-entropy, its logits (B, classes) and its summed reconstruction MSE, as tensors, so
     the caller accumulates without a device sync.
     """
@@ -86,25 +89,27 @@ def _forward_backward(
         recon_loss = F.mse_loss(recon, xb)
         objective = objective + config.recon_weight * recon_loss
         recon_sum = recon_loss.detach() * len(yb)
-    by_hand = penalty is not None and _penalty_by_hand(penalty, scale=scale)
+    if scale != 1.0:
+        objective = objective * scale
+    by_hand = penalty is not None and _penalty_by_hand(penalty)
     if penalty is not None and not by_hand:
         objective = objective + penalty()
-    (objective * scale if scale != 1.0 else objective).backward()
+    objective.backward()
     if by_hand:
         _add_penalty_gradient(penalty)
     return loss.detach() * len(yb), logits, recon_sum
 
 
-def _penalty_by_hand(penalty: Penalty, *, scale: float) -> bool:
+def _penalty_by_hand(penalty: Penalty) -> bool:
     """Can the penalty's gradient be added after backward, bit for bit as autograd would add it?
 
-    Yes for pure L1 or L2 on an unscaled objective. Autograd's gradient then is fl(alpha * sgn(w)) or, through pow's
-    backward (alpha/2) * (2w), fl(alpha * w): the factors of 2 are exact while alpha/2 is a normal float32. Adding it
-    to w.grad is one sum, as in autograd. Through autograd the L2 term costs about 7 passes over each weight per step
-    (forward pow and sum, backward pow, 2x, x grad, then the sum): most of an SGD step at batch size 1. Elastic net
-    adds three terms in an order autograd picks, so it stays in autograd.
+    Yes for pure L1 or L2. Autograd's gradient then is fl(alpha * sgn(w)) or, through pow's backward
+    (alpha/2) * (2w), fl(alpha * w): the factors of 2 are exact while alpha/2 is a normal float32. Adding it to w.grad
+    is one sum, as in autograd. Through autograd the L2 term costs about 7 passes over each weight per step (forward
+    pow and sum, backward pow, 2x, x grad, then the sum): most of an SGD step at batch size 1. Elastic net adds three
+    terms in an order autograd picks, so it stays in autograd.
     """
-    return scale == 1.0 and penalty.l1_ratio in (0.0, 1.0) and penalty.alpha > 1e-30
+    return penalty.l1_ratio in (0.0, 1.0) and penalty.alpha > 1e-30
 
 
 def _add_penalty_gradient(penalty: Penalty) -> None:
@@ -152,7 +157,9 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         for offset in range(0, len(idx), chunk):
             part = idx[offset : offset + chunk] if len(idx) > chunk else idx
-            # index_select, not x[part]: same rows, a fraction of advanced indexing's cost on (B, C, H, W)
+            # index_select, not x[part]: same rows, a fraction of advanced indexing's cost on (B, C, H, W).
+            # The objective is mean CE (+ recon) over the whole step + the penalty once: each chunk carries its share
+            # of the mean, and the first chunk alone carries the penalty, unscaled.
             losses, logits, recons = _forward_backward(
                 model,
                 x.index_select(0, part),
