@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import pickle
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from raysweep.models import build_model
 from raysweep.optim import build_optimizer, lr_at, steps_per_epoch
 from raysweep.regularize import EarlyStopping, Penalty, build_penalty
 
-__all__ = ["ConfigError", "DeviceData", "TrialConfig", "evaluate", "run_trial", "train_epoch", "trainable"]
+__all__ = [
+    "ConfigError", "DeviceData", "TrialConfig", "evaluate", "load_state", "run_trial", "train_epoch", "trainable"
+]
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +281,24 @@ def pick_device(*, gpus_assigned: int) -> torch.device:
 CHECKPOINT_FILE = "state.pt"
 
 
+def load_state(folder: str | Path, *, device: torch.device | str) -> dict[str, Any]:
+    """A checkpoint's state as run_trial saves it: tensors, numbers, strings and containers, nothing else.
+
+    Unpickling can run any code the file names, and checkpoints come back from shared storage (NFS, S3), so they are
+    read with weights_only=True: a file that needs more is refused, and whatever it carries never runs.
+    """
+    path = Path(folder) / CHECKPOINT_FILE
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is a page of advice; its one line of substance names what the file asked for.
+        lines = [line.split("error: ", 1)[-1] for line in str(exc).splitlines() if "WeightsUnpickler error" in line]
+        reason = lines[0].split(". ")[0] if lines else str(exc).splitlines()[0]
+        raise pickle.UnpicklingError(
+            f"{path} is not a plain tensor checkpoint ({reason}); refusing to load it, since that could run code"
+        ) from exc
+
+
 def trainable(config: dict[str, Any], *, data: Any) -> None:
     """The Ray Tune function trainable: one trial, reporting metrics and a checkpoint after every epoch."""
     import ray
@@ -290,7 +311,7 @@ def trainable(config: dict[str, Any], *, data: Any) -> None:
     state = None
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+            state = load_state(folder, device=device)
 
     for metrics, epoch_state in run_trial(trial, data, device=device, state=state):
         with tempfile.TemporaryDirectory() as folder:
@@ -300,7 +321,7 @@ def trainable(config: dict[str, Any], *, data: Any) -> None:
 
 def load_model(checkpoint_dir: str | Path, config: TrialConfig, *, input_shape: tuple, num_classes: int) -> nn.Module:
     """Rebuild a trial's model from one of its checkpoints (on the CPU)."""
-    state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    state = load_state(checkpoint_dir, device="cpu")
     model = build_model(config, input_shape=input_shape, num_classes=num_classes)
     model.load_state_dict(state["model"])
     return model.eval()
