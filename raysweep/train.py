@@ -299,6 +299,13 @@ def load_state(folder: str | Path, *, device: torch.device | str) -> dict[str, A
         ) from exc
 
 
+def device_report(device: torch.device) -> dict[str, Any]:
+    """Where the trial trains, and on CUDA its peak allocated memory so far (MiB): what the GPU check reads."""
+    if device.type != "cuda":
+        return {"device": "cpu"}
+    return {"device": "cuda", "gpu_mem_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
 def trainable(config: dict[str, Any], *, data: Any) -> None:
     """The Ray Tune function trainable: one trial, reporting metrics and a checkpoint after every epoch."""
     import ray
@@ -316,7 +323,7 @@ def trainable(config: dict[str, Any], *, data: Any) -> None:
     for metrics, epoch_state in run_trial(trial, data, device=device, state=state):
         with tempfile.TemporaryDirectory() as folder:
             torch.save(epoch_state, Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(metrics | device_report(device), checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def load_model(checkpoint_dir: str | Path, config: TrialConfig, *, input_shape: tuple, num_classes: int) -> nn.Module:

@@ -1,5 +1,5 @@
 """TrialConfig's rules, the training loop (learns, is seeded, stops on divergence and early stopping, resumes), and
-the trainable's checkpoints (plain tensors only)."""
+the trainable's checkpoints (plain tensors only) and device report."""
 
 import pathlib
 import pickle
@@ -193,3 +193,15 @@ def test_a_trial_restored_from_a_tampered_checkpoint_fails_without_running_it(fa
         train.trainable({"hidden": [8], "max_epochs": 1}, data=synthetic)
     assert not marker.exists() and reported == []
 
+
+def test_the_trainable_reports_the_device_it_trained_on(fake_tune, synthetic):
+    reported, _ = fake_tune
+    train.trainable({"hidden": [8], "max_epochs": 2}, data=synthetic)
+    assert [m["device"] for m in reported] == ["cpu", "cpu"]
+    assert not any("gpu_mem_peak_mb" in m for m in reported)  # CUDA only
+
+
+def test_on_cuda_the_report_adds_the_peak_memory_in_mib(monkeypatch):
+    # No GPU here: the CUDA counter is stood in for, to check the key and the unit (bytes -> MiB).
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3 * 2**20 + 2**19)
+    assert train.device_report(torch.device("cuda")) == {"device": "cuda", "gpu_mem_peak_mb": 3.5}
