@@ -315,6 +315,8 @@ def trainable(config: dict[str, Any], *, data: Any) -> None:
     resources = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
     device = pick_device(gpus_assigned=math.ceil(resources.get("GPU", 0)))
+    if device.type == "cuda":  # run.py reuses workers across trials: the peak reported must be this trial's
+        torch.cuda.reset_peak_memory_stats(device)
     state = None
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as folder:
