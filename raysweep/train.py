@@ -15,20 +15,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.config import ConfigError, TrialConfig
+from raysweep.config import TrialConfig
 from raysweep.models import build_model
 from raysweep.optim import build_optimizer, lr_at, steps_per_epoch
 from raysweep.regularize import EarlyStopping, Penalty, build_penalty
 
+if TYPE_CHECKING:
+    from raysweep.data import Dataset
+
+# TrialConfig stays importable from here: results.py still calls train.TrialConfig.
 __all__ = [
-    "ConfigError", "DeviceData", "TrialConfig", "evaluate", "load_state", "run_trial", "train_epoch", "trainable"
+    "DeviceData", "TrialConfig", "evaluate", "load_model", "load_state", "run_trial", "train_epoch", "trainable"
 ]
 
 log = logging.getLogger(__name__)
@@ -52,13 +56,13 @@ class DeviceData:
     num_classes: int
 
     @classmethod
-    def from_arrays(cls, data: Any, *, device: torch.device | str) -> DeviceData:
-        """From a raysweep.data.Dataset (uint8 arrays + per-channel mean/std), normalised once per trial."""
+    def from_arrays(cls, data: Dataset, *, device: torch.device | str) -> DeviceData:
+        """From a data set (uint8 arrays + per-channel mean/std), normalised once per trial."""
         return cls(*to_tensors(data, data.x_train, data.y_train, device=device),
                    *to_tensors(data, data.x_val, data.y_val, device=device), data.num_classes)
 
 
-def to_tensors(data: Any, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+def to_tensors(data: Dataset, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
     """uint8 images (N, C, H, W) -> float tensors normalised by the data set's training statistics; labels -> int64."""
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
@@ -219,7 +223,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prefix: str 
 
 def run_trial(
     config: TrialConfig,
-    data: Any,
+    data: Dataset,
     *,
     device: torch.device | str = "cpu",
     state: dict | None = None,
@@ -306,7 +310,7 @@ def device_report(device: torch.device) -> dict[str, Any]:
     return {"device": "cuda", "gpu_mem_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
 
 
-def trainable(config: dict[str, Any], *, data: Any) -> None:
+def trainable(config: dict[str, Any], *, data: Dataset) -> None:
     """The Ray Tune function trainable: one trial, reporting metrics and a checkpoint after every epoch."""
     import ray
     from ray import tune
