@@ -200,3 +200,44 @@ def test_cli_reports_an_experiment_without_trial_runs_in_one_line_and_exits_2(st
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert "never_ran" in err
+
+
+# ---------------------------------------------------------------- the helpers the study notebooks read a sweep with
+
+def test_collect_keeps_the_sweep_run_itself(record, store):
+    assert record.sweep_run.info.run_id == store["parent"]
+    assert json.loads(record.sweep_run.data.params["searched"]) == ["optimizer", "lr"]
+
+
+def test_param_gives_one_typed_value_per_trial_and_nan_where_none_was_logged(record):
+    assert record.param("lr").tolist() == [0.001, 0.01, 0.001, 0.01, 0.1]
+    assert record.param("optimizer.momentum").isna().tolist() == [True, True, False, False, True]
+    assert len(record.param("patience")) == len(TRIALS) and record.param("patience").isna().all()
+
+
+def test_param_finds_a_param_named_like_a_summary_column():
+    summary = pd.DataFrame({"run_id": ["r0"], "epochs": [3], "param.epochs": [10]})
+    record = report.SweepRecord(summary=summary, history=pd.DataFrame(), searched=("epochs",))
+    assert record.param("epochs").tolist() == [10]
+
+
+def test_curves_hold_each_trials_metrics_per_epoch_with_inf_kept(record):
+    curves = record.curves()
+    assert curves.loc["adam lr=1e-3", "val_acc"].to_dict() == {1: 0.55, 2: 0.75, 3: 0.85}
+    assert curves.loc[("sgd lr=0.01", 2), "val_loss"] == math.inf
+    assert "adam lr=0.1" not in curves.index.get_level_values("label")  # the failed trial logged no epoch
+
+
+def test_relabelled_names_trials_in_summary_and_history_and_numbers_repeats(record, store):
+    renamed = record.relabelled(["a", "a", "b", "a", "c"])
+    assert renamed.summary.label.tolist() == ["a", "a #2", "b", "a #3", "c"]
+    second = renamed.history[renamed.history.run_id == store["children"][1]]
+    assert set(second.label) == {"a #2"}
+    assert record.summary.label.iloc[0] == "adam lr=1e-3"  # the record it came from is left as it was
+
+
+def test_leaders_lists_ties_together_and_skips_missing_values():
+    values = pd.Series([0.9, 0.9, 0.5, math.nan], index=["adam", "rmsprop", "sgd", "failed"])
+    assert report.leaders(values) == "adam, rmsprop (0.9000)"
+    assert report.leaders(values, highest=False, fmt="{:.1f}") == "sgd (0.5)"
+    assert report.leaders(values[["failed"]]) == "no trial (no values)"
