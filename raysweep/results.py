@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from raysweep import report, tracking, train
+from raysweep import report, tracking, train, trainable
 from raysweep.config import TrialConfig, flatten
 from raysweep.mlflow_runs import short_http
 from raysweep.status import epoch_of, status_of
@@ -155,6 +155,6 @@ def evaluate_on_test(result: Result, *, dataset: Dataset, metric: str, mode: str
     config = TrialConfig.from_dict(flatten(result.config))
     checkpoint = result.get_best_checkpoint(metric, mode) or result.checkpoint
     with checkpoint.as_directory() as folder:
-        model = train.load_model(folder, config, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+        model = trainable.load_model(folder, config, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     x, y = train.to_tensors(dataset, dataset.x_test, dataset.y_test, device="cpu")
     return model, train.evaluate(model, x, y, prefix="test")

@@ -134,7 +134,7 @@ def run(
     """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
     from ray import tune
 
-    from raysweep import results, storage, tracking, train
+    from raysweep import results, storage, tracking, trainable
     from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
 
     # 1. Where this run lives: its folder in the storage, and its results folder on this machine.
@@ -157,8 +157,8 @@ def run(
     )
 
     # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
-    trainable = tune.with_resources(
-        tune.with_parameters(train.trainable, data=dataset), {"cpu": sweep.cpu, "gpu": sweep.gpu}
+    trial = tune.with_resources(
+        tune.with_parameters(trainable.trainable, data=dataset), {"cpu": sweep.cpu, "gpu": sweep.gpu}
     )
 
     # 4. The one Tuner: the saved one on --resume, else a new one.
@@ -166,11 +166,11 @@ def run(
         repaired = storage.repair_searcher_state(run_path, search_algorithm(sweep)[0])
         if repaired:
             print(f"warning: {repaired}", file=sys.stderr)
-        tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(run_path, trainable=trial, resume_errored=True)
     else:
         searcher, param_space = search_algorithm(sweep)
         tuner = tune.Tuner(
-            trainable,
+            trial,
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=sweep.metric,

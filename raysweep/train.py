@@ -1,4 +1,5 @@
-"""One trial: train_epoch() and evaluate() over tensors on the trial's device, and the Ray Tune trainable.
+"""One trial's training: train_epoch() and evaluate() over tensors on the trial's device, and run_trial(), the loop
+that yields each epoch's metrics and state. raysweep.trainable wraps it for Ray Tune.
 
 The data lives on the device as normalised float tensors for the whole trial; a batch is an index slice of a per-epoch
 permutation, so the hot loop has no DataLoader, no collation and no host-to-device copies.
@@ -7,14 +8,10 @@ permutation, so the hot loop has no DataLoader, no collation and no host-to-devi
 from __future__ import annotations
 
 import copy
-import logging
 import math
-import pickle
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,12 +27,7 @@ from raysweep.regularize import EarlyStopping, Penalty, build_penalty
 if TYPE_CHECKING:
     from raysweep.data import Dataset
 
-# TrialConfig stays importable from here: results.py still calls train.TrialConfig.
-__all__ = [
-    "DeviceData", "TrialConfig", "evaluate", "load_model", "load_state", "run_trial", "train_epoch", "trainable"
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["DeviceData", "evaluate", "run_trial", "to_tensors", "train_epoch"]
 
 # Diverged: the mean training cross-entropy is NaN, inf, or this many times chance level (ln C: 2.3 for 10 classes).
 # A model that merely learns nothing sits near 1x; one whose weights blew up lands far above 10x and stays there.
@@ -271,70 +263,3 @@ def run_trial(
         yield metrics, state
         if metrics["diverged"] or metrics["early_stopped"]:
             return
-
-
-def pick_device(*, gpus_assigned: int) -> torch.device:
-    """CUDA when Ray gave the trial a GPU and one is visible; otherwise the CPU, saying why if a GPU was expected."""
-    if gpus_assigned and torch.cuda.is_available():
-        return torch.device("cuda")
-    if gpus_assigned:
-        log.warning("Ray assigned a GPU to this trial but torch sees no CUDA device; training on the CPU")
-    return torch.device("cpu")
-
-
-CHECKPOINT_FILE = "state.pt"
-
-
-def load_state(folder: str | Path, *, device: torch.device | str) -> dict[str, Any]:
-    """A checkpoint's state as run_trial saves it: tensors, numbers, strings and containers, nothing else.
-
-    Unpickling can run any code the file names, and checkpoints come back from shared storage (NFS, S3), so they are
-    read with weights_only=True: a file that needs more is refused, and whatever it carries never runs.
-    """
-    path = Path(folder) / CHECKPOINT_FILE
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's message is a page of advice; its one line of substance names what the file asked for.
-        lines = [line.split("error: ", 1)[-1] for line in str(exc).splitlines() if "WeightsUnpickler error" in line]
-        reason = lines[0].split(". ")[0] if lines else str(exc).splitlines()[0]
-        raise pickle.UnpicklingError(
-            f"{path} is not a plain tensor checkpoint ({reason}); refusing to load it, since that could run code"
-        ) from exc
-
-
-def device_report(device: torch.device) -> dict[str, Any]:
-    """Where the trial trains, and on CUDA its peak allocated memory so far (MiB): what the GPU check reads."""
-    if device.type != "cuda":
-        return {"device": "cpu"}
-    return {"device": "cuda", "gpu_mem_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
-
-
-def trainable(config: dict[str, Any], *, data: Dataset) -> None:
-    """The Ray Tune function trainable: one trial, reporting metrics and a checkpoint after every epoch."""
-    import ray
-    from ray import tune
-
-    trial = TrialConfig.from_dict(config)
-    resources = ray.get_runtime_context().get_assigned_resources()
-    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
-    device = pick_device(gpus_assigned=math.ceil(resources.get("GPU", 0)))
-    if device.type == "cuda":  # run.py reuses workers across trials: the peak reported must be this trial's
-        torch.cuda.reset_peak_memory_stats(device)
-    state = None
-    if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_state(folder, device=device)
-
-    for metrics, epoch_state in run_trial(trial, data, device=device, state=state):
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(epoch_state, Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics | device_report(device), checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def load_model(checkpoint_dir: str | Path, config: TrialConfig, *, input_shape: tuple, num_classes: int) -> nn.Module:
-    """Rebuild a trial's model from one of its checkpoints (on the CPU)."""
-    state = load_state(checkpoint_dir, device="cpu")
-    model = build_model(config, input_shape=input_shape, num_classes=num_classes)
-    model.load_state_dict(state["model"])
-    return model.eval()

@@ -1,18 +1,14 @@
 """TrialConfig's rules, the training loop (learns, is seeded, stops on divergence and early stopping, resumes), and
 the trainable's checkpoints (plain tensors only) and device report."""
 
-import pathlib
-import pickle
 
 import pytest
-import ray
 import torch
-from ray import tune
 
-from raysweep import data, train
+from raysweep import data
 from raysweep.config import ConfigError, TrialConfig
-from raysweep.optim import OPTIMIZERS
-from raysweep.train import CHECKPOINT_FILE, load_state, run_trial
+from raysweep.train import run_trial
+from raysweep.trainable import CHECKPOINT_FILE, load_state
 
 
 @pytest.fixture(scope="module")
@@ -23,41 +19,6 @@ def digits():
 @pytest.fixture(scope="module")
 def synthetic():
     return data.load("synthetic", subset=600)
-
-
-@pytest.mark.parametrize(
-    "values,message",
-    [
-        ({"optimizer": "adamax"}, r"`optimizer` must be one of \[.*'adam'.*\], but got optimizer='adamax'"),
-        ({"lr": -0.1}, r"`lr` must be > 0 and finite, but got lr=-0.1"),
-        ({"lr": 0}, r"`lr` must be > 0"),
-        ({"regularizer.l1_ratio": 1.5}, r"`regularizer.l1_ratio` must be in \[0, 1\], but got .*=1.5"),
-        ({"batch_size": 0}, r'`batch_size` must be an integer >= 1 or "full", but got batch_size=0'),
-        ({"batch_size": "half"}, r"`batch_size` must be an integer >= 1 or \"full\", but got batch_size='half'"),
-        ({"model": "resnet"}, r"`model` must be one of \['cae_mlp', 'mlp'\], but got model='resnet'"),
-        ({"optimizer.momentun": 0.9}, r"unknown trial setting `optimizer.momentun`; valid .*optimizer.momentum"),
-        ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\)"),
-        ({"hidden": [300, 100], "batch_norm": [3]}, r"`batch_norm` must be hidden layer numbers between 1 and"),
-        ({"max_epochs": 2.5}, r"`max_epochs` must be of type int, but got max_epochs=2.5"),
-        ({"lr": "fast"}, r"`lr` must be of type float, but got lr='fast'"),
-    ],
-)
-def test_bad_settings_fail_at_once_naming_the_key_and_the_rule(values, message):
-    with pytest.raises(ConfigError, match=message) as caught:
-        TrialConfig.from_dict(values)
-    assert "\n" not in str(caught.value)
-
-
-def test_sampler_values_are_coerced_to_the_field_types():
-    config = TrialConfig.from_dict({"batch_size": 64.0, "hidden": [300.0, 100], "lr": 1})
-    assert config.batch_size == 64 and config.hidden == (300, 100) and config.lr == 1.0
-
-
-def test_to_dict_round_trips_through_dotted_keys():
-    config = TrialConfig.from_dict({"optimizer": "sgd", "optimizer.momentum": 0.5, "schedule.decay": 0.1})
-    flat = config.to_dict()
-    assert flat["optimizer.momentum"] == 0.5 and "optimizer_momentum" not in flat
-    assert TrialConfig.from_dict(flat) == config
 
 
 def final(config, dataset, **kwargs):
@@ -127,81 +88,3 @@ def test_inverse_time_decay_lowers_the_reported_lr(synthetic):
 def test_nesterov_without_momentum_fails_before_training(values):
     with pytest.raises(ConfigError, match=r"`optimizer.momentum` must be"):
         TrialConfig.from_dict(values)
-
-
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-def test_every_optimizers_checkpoint_loads_as_plain_tensors(synthetic, tmp_path, optimizer):
-    config = TrialConfig.from_dict({"optimizer": optimizer, "hidden": [8], "max_epochs": 1, "patience": 2})
-    _, state = next(run_trial(config, synthetic))
-    torch.save(state, tmp_path / CHECKPOINT_FILE)
-    loaded = load_state(tmp_path, device="cpu")
-    assert loaded["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
-    assert loaded["early_stopping"] == state["early_stopping"] and loaded["epoch"] == 1
-    assert torch.equal(loaded["generator"], state["generator"])
-
-
-class RunsCode:
-    """Unpickling this creates `marker`: the kind of payload a tampered checkpoint carries."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return pathlib.Path.touch, (self.marker,)
-
-
-@pytest.fixture
-def tampered(tmp_path):
-    folder, marker = tmp_path / "checkpoint", tmp_path / "code_ran"
-    folder.mkdir()
-    torch.save({"model": RunsCode(marker), "epoch": 1}, folder / CHECKPOINT_FILE)
-    return folder, marker
-
-
-def test_a_checkpoint_that_carries_code_is_refused_and_the_code_never_runs(tampered):
-    folder, marker = tampered
-    with pytest.raises(pickle.UnpicklingError, match=r"state\.pt is not a plain tensor checkpoint") as caught:
-        load_state(folder, device="cpu")
-    assert str(folder / CHECKPOINT_FILE) in str(caught.value) and "\n" not in str(caught.value)
-    assert not marker.exists()
-    torch.load(folder / CHECKPOINT_FILE, weights_only=False)  # the control: an unsafe load does run it
-    assert marker.exists()
-
-
-@pytest.fixture
-def fake_tune(monkeypatch):
-    """The trainable outside a Ray worker: one assigned CPU, a chosen checkpoint, reports kept in a list."""
-
-    class Context:
-        def get_assigned_resources(self):
-            return {"CPU": 1}
-
-    reported, restore_from = [], []
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(ray, "get_runtime_context", Context)
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: restore_from[0] if restore_from else None)
-    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint: reported.append(metrics))
-    yield reported, restore_from
-    torch.set_num_threads(threads)
-
-
-def test_a_trial_restored_from_a_tampered_checkpoint_fails_without_running_it(fake_tune, tampered, synthetic):
-    reported, restore_from = fake_tune
-    folder, marker = tampered
-    restore_from.append(tune.Checkpoint.from_directory(str(folder)))
-    with pytest.raises(pickle.UnpicklingError, match="not a plain tensor checkpoint"):
-        train.trainable({"hidden": [8], "max_epochs": 1}, data=synthetic)
-    assert not marker.exists() and reported == []
-
-
-def test_the_trainable_reports_the_device_it_trained_on(fake_tune, synthetic):
-    reported, _ = fake_tune
-    train.trainable({"hidden": [8], "max_epochs": 2}, data=synthetic)
-    assert [m["device"] for m in reported] == ["cpu", "cpu"]
-    assert not any("gpu_mem_peak_mb" in m for m in reported)  # CUDA only
-
-
-def test_on_cuda_the_report_adds_the_peak_memory_in_mib(monkeypatch):
-    # No GPU here: the CUDA counter is stood in for, to check the key and the unit (bytes -> MiB).
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3 * 2**20 + 2**19)
-    assert train.device_report(torch.device("cuda")) == {"device": "cuda", "gpu_mem_peak_mb": 3.5}
