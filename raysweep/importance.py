@@ -44,7 +44,8 @@ def param_importance(trials: pd.DataFrame, *, space: dict[str, Any], metric: str
       ranked that setting first in 1 to 4 of 5 draws, fANOVA in 5 of 5; a top of 15 trials raised it to 4 or 5 of 5,
       hence a top quantile of 15/n, kept between Optuna's default 0.1 and 0.5.
     """
-    _check(trials, space=space, metric=metric, mode=mode, evaluator=evaluator)
+    _check_metric("param_importance", trials, metric=metric, mode=mode)
+    _check_space(space, evaluator=evaluator)
     values = pd.to_numeric(trials[metric], errors="coerce").to_numpy(dtype=float)
     finite = np.isfinite(values)
     if finite.sum() < MIN_TRIALS:
@@ -161,7 +162,7 @@ def best_so_far(trials: pd.DataFrame, *, metric: str = "best_val_acc", mode: str
     `start` holds each trial's start as datetimes or as seconds; a trial ends at `end` (same units) if given, else
     at start + `duration` seconds. A trial without a finite metric (failed) counts as a trial but never moves the best;
     before the first value the best is NaN."""
-    _check(trials, space={}, metric=metric, mode=mode, evaluator=EVALUATORS[0])
+    _check_metric("best_so_far", trials, metric=metric, mode=mode)
     for column in [start, end or duration]:
         if column not in trials.columns:
             raise ValueError(f"best_so_far: column {column!r} must be in the trials' table, but it has "
@@ -191,13 +192,17 @@ def _seconds(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
 
 
-def _check(trials: pd.DataFrame, *, space: dict[str, Any], metric: str, mode: str, evaluator: str) -> None:
+def _check_metric(where: str, trials: pd.DataFrame, *, metric: str, mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, but got {mode!r}")
+        raise ValueError(f"{where}: mode must be one of {MODES}, but got {mode!r}")
+    if metric not in trials.columns:
+        raise ValueError(f"{where}: metric column {metric!r} must be in the trials' table, but it has "
+                         f"{list(trials.columns)}")
+
+
+def _check_space(space: dict[str, Any], *, evaluator: str) -> None:
     if evaluator not in EVALUATORS:
         raise ValueError(f"param_importance: evaluator must be one of {EVALUATORS}, but got {evaluator!r}")
-    if metric not in trials.columns:
-        raise ValueError(f"metric column {metric!r} must be in the trials' table, but it has {list(trials.columns)}")
     for name, domain in space.items():
         if not isinstance(domain, Choice | Uniform):
             raise ValueError(f"param_importance: space[{name!r}] must be a raysweep.sweep domain (choice, uniform, "

@@ -102,8 +102,8 @@ def comparison_table(seeds: pd.DataFrame, *, metric: str = "best_val_acc", mode:
     `seeds` holds one row per (configuration, seed). `metrics` defaults to `metric` plus `test_acc` when the frame has
     it. The best is the configuration with the best mean of `metric` (the highest for mode "max", the lowest for
     "min"; the first listed on a tie). The verdict is "best", "worse (p = ...)" or "better (p = ...)" when the
-    Holm-adjusted p is below alpha, "indistinguishable from the best at 5%" otherwise, and "n < 2: no test" with
-    fewer than two paired seeds.
+    Holm-adjusted p (the p it prints) is below alpha, "indistinguishable from the best at 5%" otherwise, and
+    "n < 2: no test" with fewer than two paired seeds. The best's own n_pairs is its n, and its mean_diff 0.
     """
     metrics = list(metrics) if metrics is not None else [metric] + (["test_acc"] if "test_acc" in seeds
                                                                        and metric != "test_acc" else [])
