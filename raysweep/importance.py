@@ -167,6 +167,8 @@ def best_so_far(trials: pd.DataFrame, *, metric: str = "best_val_acc", mode: str
         if column not in trials.columns:
             raise ValueError(f"best_so_far: column {column!r} must be in the trials' table, but it has "
                              f"{list(trials.columns)}")
+    if trials.empty:
+        raise ValueError("best_so_far: the trials' table must have at least one row, but it is empty")
     starts = _seconds(trials[start])
     ends = _seconds(trials[end]) if end else starts + pd.to_numeric(trials[duration], errors="coerce").to_numpy()
     if np.isnan(starts).any() or np.isnan(ends).any():
@@ -178,10 +180,10 @@ def best_so_far(trials: pd.DataFrame, *, metric: str = "best_val_acc", mode: str
 
     by_start = np.argsort(starts, kind="stable")
     by_trial = pd.DataFrame({"trial": np.arange(1, len(values) + 1), "value": values[by_start],
-                             "best": running(values[by_start]) if len(values) else []})
+                             "best": running(values[by_start])})
     by_end = np.argsort(ends, kind="stable")
     by_time = pd.DataFrame({"time_s": ends[by_end] - origin, "value": values[by_end],
-                            "best": running(values[by_end]) if len(values) else []})
+                            "best": running(values[by_end])})
     return BestSoFar(by_trial=by_trial, by_time=by_time)
 
 

@@ -212,6 +212,10 @@ def _check(seeds: pd.DataFrame, *, metric: str, mode: str, metrics: list[str], c
                              f"{list(seeds.columns)}")
     if seeds.empty:
         raise ValueError("comparison_table: the seeds' table must have at least one row, but it is empty")
+    for name in (config, seed):
+        if seeds[name].isna().any():  # a row without its configuration or seed can be neither grouped nor paired
+            raise ValueError(f"comparison_table: every row must have a {name!r}, but {int(seeds[name].isna().sum())} "
+                             f"have none")
     for name in metrics:
         numbers = pd.to_numeric(seeds[name], errors="coerce")
         bad = seeds[name][numbers.isna() & seeds[name].notna()]

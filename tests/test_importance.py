@@ -149,6 +149,8 @@ def test_best_so_far_in_mode_min_with_datetimes_and_end_times():
     assert curves.by_time.time_s.tolist() == [5.0, 6.0, 8.0, 10.0]
 
 
-def test_best_so_far_names_a_missing_column():
+def test_best_so_far_names_a_missing_column_and_an_empty_table():
     with pytest.raises(ValueError, match="column 'start_time' must be in the trials' table"):
         importance.best_so_far(TIMED.drop(columns="start_time"))
+    with pytest.raises(ValueError, match="the trials' table must have at least one row"):
+        importance.best_so_far(TIMED.iloc[:0])

@@ -179,6 +179,7 @@ def test_format_table_is_fixed_width_and_best_first():
     (lambda s: s.assign(best_val_acc=["x", 0.9, 0.8]), {}, "column 'best_val_acc' must hold numbers, but has 'x'"),
     (lambda s: s.assign(best_val_acc=math.nan), {}, "at least one seed must have a finite 'best_val_acc'"),
     (lambda s: s, {"confidence": 95}, "`0 < confidence < 1` must hold, but got confidence=95"),
+    (lambda s: s.assign(seed=[0, None, 2]), {}, "every row must have a 'seed', but 1 have none"),
 ])
 def test_bad_input_gets_a_one_line_error_naming_the_field(change, kwargs, message):
     seeds = change(_seeds({"a": [0.9, 0.91, 0.92]}))
