@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,8 @@ import pytest
 
 from raysweep import importance
 from raysweep.sweep import choice, loguniform, quniform, uniform
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The quickstart's shape: a conditional optimizer, a log-scale learning rate, a categorical and a plain number.
 SPACE = {
@@ -108,6 +111,28 @@ def test_a_rounded_value_just_outside_its_range_is_accepted():
     trials = pd.DataFrame({"layers": [0, 1, 2, 3, 4] * 4, "lr": 10 ** rng.uniform(-4, -1, 20)})
     trials["best_val_acc"] = 0.5 + 0.1 * trials.layers + rng.normal(0, 0.005, 20)
     assert importance.param_importance(trials, space=space).setting.iloc[0] == "layers"
+
+
+@pytest.mark.parametrize("sweep_file", ["sweeps/quickstart.py", "tests/sweeps/conditional.py"])
+def test_real_sweep_spaces_as_hyperopt_draws_them(sweep_file):
+    # The spaces users write (nested conditionals, bool and mixed options, quniform), drawn by HyperOpt as TPE's
+    # start-up phase draws them and flattened as trials.csv holds them; only the learning rate matters.
+    from hyperopt.pyll import stochastic
+
+    from raysweep import space as spaces
+    from raysweep import sweep as sweeps
+
+    space = sweeps.load(ROOT / sweep_file).space
+    rng = np.random.default_rng(0)
+    hyperopt_space = spaces.to_hyperopt(space)
+    trials = pd.DataFrame([sweeps.flatten(stochastic.sample(hyperopt_space, rng=rng)) for _ in range(40)])
+    trials["best_val_acc"] = METRICS["lr"](trials) + rng.normal(0, 0.005, len(trials))
+    assert importance.param_importance(trials, space=space).setting.iloc[0] == "lr"
+    ped = importance.param_importance(trials, space=space, evaluator="ped_anova").set_index("setting")
+    # Each setting counted in exactly the trials whose record holds it (the draws hold only active children).
+    assert ped.trials.to_dict() == {name: trials[name].notna().sum() for name in ped.index}
+    assert set(ped.index) == set(trials.columns) - {"best_val_acc"}
+    assert np.isfinite(ped.importance).all()
 
 
 @pytest.mark.parametrize(("change", "kwargs", "message"), [
