@@ -49,12 +49,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's, sqlite:///mlflow.db)")
     parser.add_argument("--data-dir", help="data root (default: $RAYSWEEP_DATA_DIR, else ~/.cache/raysweep/data)")
     parser.add_argument("--seed", type=int, help="seed for the searcher and the trials")
+    parser.add_argument("--repeats", type=int, help="seeds per configuration (seed, seed+1, ...); the searcher and "
+                        "ASHA see their mean")
     return parser.parse_args(argv)
 
 
 def resolve_sweep(args: argparse.Namespace) -> Sweep:
     """The sweep file with every command-line option applied, validated once; then the options' own checks."""
-    options = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
+    options = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed,
+               "repeats": args.repeats}
     sweep = resolve(args.sweep_file, options=options, assignments=args.overrides, smoke=args.smoke)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise SweepError(f"`--data-dir` must be an existing folder, but got --data-dir={args.data_dir!r}")
@@ -158,7 +161,8 @@ def run(
 
     # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
     trial = tune.with_resources(
-        tune.with_parameters(trainable.trainable, data=dataset), {"cpu": sweep.cpu, "gpu": sweep.gpu}
+        tune.with_parameters(trainable.trainable, data=dataset, repeats=sweep.repeats),
+        {"cpu": sweep.cpu, "gpu": sweep.gpu},
     )
 
     # 4. The one Tuner: the saved one on --resume, else a new one.
@@ -249,7 +253,7 @@ def search_params(sweep: Sweep) -> dict[str, str]:
     params = {f"space.{key}": domain_text(domain) for key, domain in sweep.space.items()}
     params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
     keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
-            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "subset", "val_size")
+            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "repeats", "subset", "val_size", "val_pick")
     params |= {key: str(getattr(sweep, key)) for key in keys}
     params["searched"] = json.dumps(varied_names(sweep))
     if sweep.trials:

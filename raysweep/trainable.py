@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SEED_METRICS = "seed_metrics"  # result key: each seed's metrics of the epoch, a list in seed order (repeats > 1)
+# Result key (repeats > 1): each seed's metrics of the epoch as {"<seed>": metrics}; Tune's tables flatten it to
+# columns seed_metrics/<seed>/<metric>.
+SEED_METRICS = "seed_metrics"
 
 
 def pick_device(*, gpus_assigned: int) -> torch.device:
@@ -109,5 +111,7 @@ def epochs(config: TrialConfig, data: Dataset, *, repeats: int, device: torch.de
         yield from run_trial(config, data, device=device, state=state)
         return
     seeds = None if state is None else state["seeds"]
+    numbers = [config.seed + i for i in range(repeats)]
     for mean, per_seed, states in run_seeds(config, data, repeats=repeats, device=device, states=seeds):
-        yield mean | {SEED_METRICS: per_seed}, {"seeds": states, "epoch": mean["epoch"]}
+        by_seed = {str(seed): metrics for seed, metrics in zip(numbers, per_seed, strict=True)}
+        yield mean | {SEED_METRICS: by_seed}, {"seeds": states, "epoch": mean["epoch"]}

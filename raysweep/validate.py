@@ -160,6 +160,7 @@ def validate(sweep: Sweep) -> None:
         ("gpu", isinstance(s.gpu, int | float) and s.gpu >= 0 and (s.gpu <= 1 or float(s.gpu).is_integer()),
          "a number >= 0: a fraction up to 1, or whole GPUs"),
         ("seed", _is_int(s.seed), "an integer"),
+        ("repeats", _is_int(s.repeats) and s.repeats >= 1, "an integer >= 1 (seeds per configuration)"),
         ("val_pick", s.val_pick in VAL_PICKS, f"one of {list(VAL_PICKS)}"),
         ("subset", s.subset is None or (_is_int(s.subset) and s.subset >= 1), "None or an integer >= 1"),
         ("val_size", s.val_size is None or (_is_int(s.val_size) and s.val_size >= 1)

@@ -108,7 +108,8 @@ def test_with_repeats_the_trial_reports_the_seeds_mean_and_each_seeds_metrics(fa
     assert len(reported) == 2
     for epoch, metrics in enumerate(reported):
         seeds = [run[epoch]["val_acc"] for run in alone]
-        assert [m["val_acc"] for m in metrics[SEED_METRICS]] == seeds  # each seed as if run alone
+        assert list(metrics[SEED_METRICS]) == ["3", "4", "5"]  # by seed number
+        assert [m["val_acc"] for m in metrics[SEED_METRICS].values()] == seeds  # each seed as if run alone
         assert metrics["val_acc"] == pytest.approx(sum(seeds) / 3)
         assert metrics["val_acc_std"] == pytest.approx(torch.tensor(seeds).std().item())
         assert metrics["seeds"] == 3 and metrics["epoch"] == epoch + 1
