@@ -25,6 +25,7 @@ OPTIONAL_METRICS = ("recon_loss", "val_recon_loss")  # cae_mlp only
 ABANDONED = "abandoned"  # the status tag of a deleted orphan run: see tracking.abandon_unknown_trial_runs
 ROLE, SWEEP_KEY, TRIAL_ID = "raysweep.role", "raysweep.sweep_key", "raysweep.trial_id"
 STATUS, STOPPED_EPOCH, PARENT = "raysweep.status", "raysweep.stopped_epoch", "mlflow.parentRunId"
+SEED = "raysweep.seed"  # on a seed's run nested under its configuration's run (repeats)
 
 # The callback must not stall the Tune loop: one retry, no backoff, 5 s per request (MLflow's
 # defaults are 7 retries with exponential backoff and 120 s, i.e. minutes per call when the server is down).

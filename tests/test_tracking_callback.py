@@ -99,3 +99,25 @@ def test_writes_that_cannot_reach_mlflow_are_listed_not_raised(tmp_path):
 
 def test_an_experiment_that_never_reached_its_end_hands_over_nothing(tmp_path):
     assert ExperimentEnd.read(tmp_path / "absent.json") == ExperimentEnd()
+
+
+def test_with_repeats_each_seed_gets_a_nested_run_with_its_own_curve_and_the_configuration_its_mean_and_std(
+        sweep_run):
+    callback = MlflowTrialCallback(sweep_run=sweep_run, max_epochs=2)
+    t = trial("t1", {"lr": 0.1, "seed": 5})
+    callback.on_trial_start(0, [t], t)
+    for epoch, accs in [(1, (0.5, 0.7)), (2, (0.6, 0.9))]:
+        seeds = {str(5 + i): result(epoch, acc) for i, acc in enumerate(accs)}
+        mean = result(epoch, sum(accs) / 2, val_acc_std=abs(accs[0] - accs[1]) / 2 ** 0.5, seed_metrics=seeds)
+        callback.on_trial_result(0, [t], t, mean)
+    callback.on_trial_complete(0, [t], t)
+    client, configuration = child(sweep_run, "t1")
+    assert [m.value for m in client.get_metric_history(configuration.info.run_id, "val_acc")] == [0.6, 0.75]
+    assert [round(m.value, 6) for m in client.get_metric_history(configuration.info.run_id, "val_acc_std")] == [
+        round(0.2 / 2 ** 0.5, 6), round(0.3 / 2 ** 0.5, 6)]
+    nested = client.search_runs([sweep_run.experiment_id], f"tags.`{PARENT}` = '{configuration.info.run_id}'")
+    by_seed = {run.data.tags["raysweep.seed"]: run for run in nested}
+    assert sorted(by_seed) == ["5", "6"] and all(run.data.tags[ROLE] == "seed" for run in nested)
+    assert [m.value for m in client.get_metric_history(by_seed["6"].info.run_id, "val_acc")] == [0.7, 0.9]
+    assert by_seed["6"].data.params == {"seed": "6"}
+    assert all(run.info.status == "FINISHED" and run.data.tags[STATUS] == "completed" for run in nested)
