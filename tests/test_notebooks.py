@@ -2,7 +2,8 @@
 
 Each notebook gets its own sweep (`python -m raysweep.run sweeps/<sweep>.py --smoke` on the real data in
 ../shared/data), run once per module, and is executed by nbclient in a fresh kernel with MLFLOW_TRACKING_URI and
-RAYSWEEP_EXPERIMENT pointing at that record. The conclusions it prints are checked against the record itself.
+RAYSWEEP_EXPERIMENT pointing at that record. The conclusions it prints are checked against the record itself. Each
+record also gets a hand-made diverged trial (val_loss = inf), which the notebook must show as inf.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def _log_trial(client: MlflowClient, experiment_id: str, parent_id: str, index: 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
-    """One older sweep run with a single trial, then the latest sweep run with the four TRIALS."""
+    """One older sweep run with a single trial, then the latest sweep run with the five TRIALS."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
