@@ -433,14 +433,14 @@ def test_a_sweep_on_s3_storage_resumes_from_its_checkpoint_there_with_every_tria
 
 
 def test_an_s3_uri_may_name_its_endpoint_in_its_query(s3_sweep, s3_endpoint, monkeypatch):
-    from raysweep import results
+    from raysweep import storage
 
     for key, value in S3_ENV.items():  # credentials only: the endpoint comes from the URI
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     query = f"?endpoint_override={s3_endpoint.removeprefix('http://')}&scheme=http"
-    sweep_storage = results.storage_uri(f"s3://{BUCKET}/sweeps{query}", "ins3")
+    sweep_storage = storage.storage_uri(f"s3://{BUCKET}/sweeps{query}", "ins3")
     run, = {key.split("/")[2] for key in s3_sweep["keys"] if key.count("/") >= 3}
     assert sweep_storage == f"s3://{BUCKET}/sweeps/ins3{query}"
-    assert results.latest_run(sweep_storage) == run
+    assert storage.latest_run(sweep_storage) == run

@@ -16,7 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from raysweep.tracking import (
+from raysweep.mlflow_runs import (
     ABANDONED,
     METRICS,
     PARENT,
@@ -26,12 +26,14 @@ from raysweep.tracking import (
     TRIAL_ID,
     SweepRun,
     TrackingUnavailableError,
-    abandon_unknown_trial_runs,
     check_reachable,
+    resolve_tracking_uri,
+)
+from raysweep.tracking import (
+    abandon_unknown_trial_runs,
     find_trial_run,
     finish_sweep_run,
     log_best_trial,
-    resolve_tracking_uri,
     start_sweep_run,
 )
 from raysweep.tracking_callback import MlflowTrialCallback
