@@ -34,7 +34,8 @@ from raysweep.sweep import SweepError
 # bench/gpu_check.py measures trial-epochs per hour at gpu=1, 0.5 and 0.25 to check this choice on a real GPU.
 AUTO_GPU_SHARE = 0.25
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the autoscaler's config on the head
-MONITOR_SCRIPT = "autoscaler/_private/monitor.py"  # Ray 2.60's autoscaler process (v1 and v2 alike)
+# The autoscaler's process, v1 (the default) or v2 (RAY_enable_autoscaler_v2=1); ray/_private/services.py in Ray 2.60.
+MONITOR_SCRIPTS = ("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py")
 
 
 class InfeasibleError(Exception):
@@ -111,7 +112,7 @@ def autoscaler_config_files(*, gcs_address: str | None, proc: Path = Path("/proc
             argv = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:  # a process that ended while we looked, or one we may not read
             continue
-        if not any(arg.endswith(MONITOR_SCRIPT) for arg in argv):
+        if not any(arg.endswith(MONITOR_SCRIPTS) for arg in argv):
             continue
         options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
         if "autoscaling-config" in options and (gcs_address is None or options.get("gcs-address") == gcs_address):

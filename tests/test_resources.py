@@ -140,6 +140,14 @@ def test_a_fake_multinode_clusters_node_types_are_read_from_its_monitors_config(
     assert resources.largest_node([{"CPU": 0}, *types]).gpu == 1
 
 
+def test_autoscaler_v2s_monitor_names_its_config_too(tmp_path):
+    proc = tmp_path / "proc"
+    _fake_process(proc, 4242, ["python", "-u", "/venv/lib/python3.11/site-packages/ray/autoscaler/v2/monitor.py",
+                               f"--gcs-address={GCS}", f"--autoscaling-config={_fake_multinode_config(tmp_path)}"])
+    types = resources.scalable_node_types(gcs_address=GCS, proc=proc, bootstrap=tmp_path / "absent.yaml")
+    assert types == [{"CPU": 4, "GPU": 1}]
+
+
 def test_the_monitor_of_another_cluster_on_the_machine_is_not_ours(tmp_path):
     proc = tmp_path / "proc"
     _fake_process(proc, 4242, ["python", MONITOR, "--gcs-address=10.0.0.9:6379",
