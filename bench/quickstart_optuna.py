@@ -1,7 +1,7 @@
 """The quickstart's search as a lean single-process Optuna script: the yardstick of issue #12's goal (raysweep's
 quickstart, timed as a whole process, within 2.0x of this one's wall time).
 
-    time .venv/bin/python bench/quickstart_optuna.py            # ~10-15 s on an idle 2-core machine
+    time .venv/bin/python bench/quickstart_optuna.py   # not yet timed idle (issue #12 measured such a script: 11.8 s)
 
 The search of sweeps/quickstart.py, written the way an Optuna user writes it: TPE (Optuna's defaults, seeded), a
 SuccessiveHalvingPruner(min_resource=2, reduction_factor=3) as the quickstart's ASHA (grace 2 epochs, factor 3), 20
