@@ -1,7 +1,7 @@
 """GPU check (issue #12, section 5): do trials train on CUDA, and how well do GPU shares pack trials onto a GPU?
 
-    .venv/bin/python bench/gpu_check.py                       # on a CUDA machine, after `make install`; ~15-30 min
-    .venv/bin/python bench/gpu_check.py --address auto        # on a cluster's head (e.g. `ray up cluster.yaml`)
+    .venv/bin/python bench/gpu_check.py                 # on a CUDA machine, after `make install` (not yet run on one)
+    .venv/bin/python bench/gpu_check.py --address auto  # on a cluster's head (e.g. `ray up cluster.yaml`)
 
 Runs the quickstart sweep and a shortened CIFAR-10 sweep (sweeps/cifar_elastic.py: 8 trials x 2 epochs, no ASHA, so
 every setting trains the same budget) with gpu=1, 0.5 and 0.25 per trial, each as `python -m raysweep.run` in its own
