@@ -62,7 +62,7 @@ def resolve_sweep(args: argparse.Namespace) -> Sweep:
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise SweepError(f"`--data-dir` must be an existing folder, but got --data-dir={args.data_dir!r}")
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if sweep.gpu > 0 and not address:
+    if sweep.gpu != "auto" and sweep.gpu > 0 and not address:
         import torch
 
         if torch.cuda.device_count() < sweep.gpu:
@@ -89,52 +89,34 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(USAGE_ERROR)
 
 
-class InfeasibleError(Exception):
-    """The cluster can never give a trial what the sweep asks for."""
+def connect(sweep: Sweep, *, address: str | None) -> float:
+    """Start a local Ray on all cores, or join a cluster; fail now if no node can ever host a trial.
 
-
-def connect(sweep: Sweep, *, address: str | None) -> None:
-    """Start a local Ray on all cores, or join a cluster; fail now if no node can ever host a trial."""
+    Returns the GPU share each trial asks for (`gpu="auto"` resolved against what the cluster has or can start)."""
     import ray
 
+    from raysweep import resources
+
     ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    best_cpu = max((node.get("CPU", 0) for node in nodes), default=0)
-    best_gpu = max((node.get("GPU", 0) for node in nodes), default=0)
-    scalable = _autoscaler_node_types()
-    best_cpu = max([best_cpu, *(t.get("CPU", 0) for t in scalable)])
-    best_gpu = max([best_gpu, *(t.get("GPU", 0) for t in scalable)])
-    for name, need, best in (("cpu", sweep.cpu, best_cpu), ("gpu", sweep.gpu, best_gpu)):
-        if need > best:
-            ray.shutdown()
-            raise InfeasibleError(
-                f"`{name}` per trial must fit on one node, but got {name}={need:g} and the largest node "
-                f"(running or that the autoscaler can start) has {best:g}; trials would wait forever"
-            )
-
-
-def _autoscaler_node_types() -> list[dict]:
-    """Resources of the node types a `ray up` cluster can scale to.
-
-    `ray up` leaves the autoscaler's config on the head as ~/ray_bootstrap_config.yaml, and the driver runs on the
-    head: GPU workers that are scaled to zero right now still count as feasible. None on a local or fixed cluster.
-    """
-    import yaml
-
-    config_file = Path("~/ray_bootstrap_config.yaml").expanduser()
-    if not config_file.is_file():
-        return []
-    node_types = (yaml.safe_load(config_file.read_text()) or {}).get("available_node_types", {})
-    return [dict(t.get("resources", {})) for t in node_types.values() if t.get("max_workers", 1) > 0]
+    capacity = resources.cluster_capacity()
+    gpu = resources.trial_gpu(sweep.gpu, capacity=capacity)
+    try:
+        resources.check_feasible(cpu=sweep.cpu, gpu=gpu, capacity=capacity)
+    except resources.InfeasibleError:
+        ray.shutdown()
+        raise
+    return gpu
 
 
 EXPERIMENT_END_FILE = "experiment_end.json"  # the trial callback's last word: see tracking_callback.ExperimentEnd
 
 
 def run(
-    sweep: Sweep, *, dataset: Dataset, sweep_file: Path, storage_path: str, previous: str | None, tracking_uri: str
+    sweep: Sweep, *, dataset: Dataset, sweep_file: Path, storage_path: str, previous: str | None, tracking_uri: str,
+    gpu: float,
 ) -> Outcome:
-    """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
+    """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow; each trial asks Ray for
+    `sweep.cpu` CPUs and `gpu` (the resolved share) of a GPU."""
     from ray import tune
 
     from raysweep import results, storage, tracking, trainable
@@ -152,7 +134,7 @@ def run(
         tracking_uri=tracking_uri,
         experiment_name=sweep.name,
         sweep_key=run_path,
-        params=search_params(sweep),
+        params=search_params(sweep) | {"gpu_per_trial": str(gpu)},
         tags=tracking.source_tags(sweep_file),
         artifacts={sweep_file.name: sweep_file.read_text(),
                    "resolved_sweep.json": json.dumps(sweep.to_dict(), default=str)},
@@ -162,7 +144,7 @@ def run(
     # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
     trial = tune.with_resources(
         tune.with_parameters(trainable.trainable, data=dataset, repeats=sweep.repeats),
-        {"cpu": sweep.cpu, "gpu": sweep.gpu},
+        {"cpu": sweep.cpu, "gpu": gpu},
     )
 
     # 4. The one Tuner: the saved one on --resume, else a new one.
@@ -272,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         dry_run(sweep)
         return 0
 
-    from raysweep import data, mlflow_runs, storage
+    from raysweep import data, mlflow_runs, resources, storage
 
     # 2. What the sweep needs from outside: MLflow, the data, the storage (and the run to resume), Ray.
     try:
@@ -294,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and previous is None:
         fail(f"`--resume` needs an earlier run of sweep {sweep.name!r} under {storage_path}, but found none")
     try:
-        connect(sweep, address=args.address or os.environ.get("RAY_ADDRESS"))
-    except InfeasibleError as exc:
+        gpu = connect(sweep, address=args.address or os.environ.get("RAY_ADDRESS"))
+    except resources.InfeasibleError as exc:
         fail(str(exc))
 
     # 3. The sweep, then the summary and the exit code.
@@ -303,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     outcome = run(sweep, dataset=dataset, sweep_file=args.sweep_file, storage_path=storage_path, previous=previous,
-                  tracking_uri=tracking_uri)
+                  tracking_uri=tracking_uri, gpu=gpu)
     console.print_summary(outcome, seconds=time.time() - started)
     if len(outcome.table) and (outcome.table.status == "interrupted").any():
         return INTERRUPTED

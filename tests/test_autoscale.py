@@ -155,7 +155,7 @@ def sweep_from_zero(cluster, tmp_path_factory) -> dict:
         first = watcher.stdout.readline()  # the cluster as the sweep finds it
         assert first, "the watcher could not join the fake cluster"
         done = subprocess.run(command(write_sweep(folder, SWEEP), folder, "--address", cluster.address,
-                                      "--set", "gpu=0.25"),
+                                      "--set", "gpu=auto"),
                               cwd=folder, env=env, capture_output=True, text=True, timeout=420)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -194,7 +194,7 @@ def test_each_trial_runs_with_its_quarter_gpu_share(sweep_from_zero):
 def test_a_trial_no_node_type_can_hold_fails_at_once_naming_the_largest_type(cluster, tmp_path):
     # cluster.yaml's largest type, gpu_4x, has 48 CPUs and none of its nodes is running: the check counts it anyway.
     done = subprocess.run(command(write_sweep(tmp_path, SWEEP), tmp_path, "--address", cluster.address,
-                                  "--set", "gpu=0.25", "--set", "cpu=64"),
+                                  "--set", "gpu=auto", "--set", "cpu=64"),
                           cwd=tmp_path, env=_env(tmp_path, cluster), capture_output=True, text=True, timeout=300)
     lines = done.stderr.splitlines()
     assert done.returncode == 2, done.stderr[-3000:]

@@ -311,14 +311,14 @@ def test_a_trial_given_a_gpu_torch_cannot_see_warns_once_and_trains_on_the_cpu(q
     assert [r["status"] for r in rows] == ["completed"] * 4
 
 
-def test_asking_more_gpus_per_trial_than_any_node_has_fails_at_once(cluster, tmp_path):
+def test_asking_more_cpus_per_trial_than_any_node_has_fails_at_once(cluster, tmp_path):
     sweep_file = write_sweep(tmp_path, GPU_SWEEP)
-    done = subprocess.run(command(sweep_file, tmp_path, "--address", cluster.address, "--set", "gpu=2"), cwd=tmp_path,
+    done = subprocess.run(command(sweep_file, tmp_path, "--address", cluster.address, "--set", "cpu=2"), cwd=tmp_path,
                           env=_driver_env(tmp_path, cluster), capture_output=True, text=True, timeout=300)
     lines = done.stderr.splitlines()
     assert done.returncode == 2, done.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("raysweep.run: error: `gpu` per trial must fit on one node, but "
-                                                   "got gpu=2 and the largest node"), done.stderr
+    assert len(lines) == 1 and lines[0].startswith("raysweep.run: error: `cpu` per trial must fit on one node, but "
+                                                   "got cpu=2 and the largest node"), done.stderr
     assert not (tmp_path / "results").exists()  # no trial was ever queued
 
 
