@@ -3,7 +3,9 @@ what it left behind (trials.csv, Tune's result.json files, the MLflow record).""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +57,18 @@ def trials_csv(folder: Path, sweep_name: str) -> list[dict[str, str]]:
     runs = sorted((folder / "results" / sweep_name).iterdir())
     with open(runs[-1] / "trials.csv") as handle:
         return list(csv.DictReader(handle))
+
+
+def trial_results(folder: Path, sweep_name: str) -> dict[str, list[dict]]:
+    """Per trial id: the results (one per epoch) Ray Tune recorded in the trial's result.json in folder/results."""
+    found = {}
+    for path in (folder / "results" / sweep_name).glob("*/*/result.json"):
+        lines = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line Tune is still writing
+                lines.append(json.loads(line))
+        found[path.parent.name.split("_")[1]] = lines  # trainable_<trial id>_<n>_<settings>
+    return found
 
 
 def result_lines(folder: Path, sweep_name: str) -> dict[str, int]:

@@ -22,7 +22,14 @@ import pytest
 import torch
 
 from tests.servers import RayCluster, answers, free_port, wait_for
-from tests.sweep_runs import assert_each_trial_once_and_complete, command, sweep_env, trials_csv, write_sweep
+from tests.sweep_runs import (
+    assert_each_trial_once_and_complete,
+    command,
+    sweep_env,
+    trial_results,
+    trials_csv,
+    write_sweep,
+)
 
 pytestmark = pytest.mark.timeout(900)  # each test includes its share of the cluster's start-up on a loaded machine
 
@@ -98,18 +105,6 @@ def _driver_env(folder: Path, cluster: RayCluster, **extra: str) -> dict[str, st
             "RAY_AUTH_MODE": "disabled", **extra}
 
 
-def _results(folder: Path, name: str) -> dict[str, list[dict]]:
-    """Per trial id: Tune's results (one per epoch) from result.json in the storage folder."""
-    found = {}
-    for path in (folder / "results" / name).glob("*/*/result.json"):
-        lines = []
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):  # a line Tune is still writing
-                lines.append(json.loads(line))
-        found[path.parent.name.split("_")[1]] = lines
-    return found
-
-
 # ---- several nodes, shared storage, one node lost mid-trial ----
 
 EPOCHS = 5  # x ~1.4 s idle: a trial outlasts the 1 s between the storage's snapshots the tests watch
@@ -137,7 +132,7 @@ def lost_node_sweep(cluster, tmp_path_factory) -> dict:
     killed: dict = {}
 
     def lose_the_node_of_a_trial_part_way() -> bool:
-        for trial, results in _results(folder, "spread").items():
+        for trial, results in trial_results(folder, "spread").items():
             node = cluster.node_at(results[-1]["node_ip"]) if results else "a"
             if node != "a" and len(results) <= EPOCHS - 3:  # >= 2 epochs to go, however stale the snapshot
                 cluster.kill_raylet(node)
@@ -151,7 +146,7 @@ def lost_node_sweep(cluster, tmp_path_factory) -> dict:
     finally:
         _, err = _finish(driver)
     assert driver.returncode == 0, err[-3000:]
-    return {"folder": folder, "killed": killed, "results": _results(folder, "spread")}
+    return {"folder": folder, "killed": killed, "results": trial_results(folder, "spread")}
 
 
 def test_trials_of_one_sweep_run_on_several_nodes(lost_node_sweep, cluster):
@@ -165,7 +160,7 @@ def test_checkpoints_and_results_land_in_the_shared_storage(lost_node_sweep):
     assert (run / "trials.csv").is_file() and list(run.glob("experiment_state-*.json"))
     assert len(trial_dirs) == 3
     rows = trials_csv(lost_node_sweep["folder"], "spread")
-    assert sorted(Path(r["path"]).name for r in rows) == sorted(d.name for d in trial_dirs)
+    assert sorted(r["trial_id"] for r in rows) == sorted(d.name.split("_")[1] for d in trial_dirs)
     for trial_dir in trial_dirs:
         results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in results] == list(range(1, EPOCHS + 1)), trial_dir.name
@@ -219,7 +214,7 @@ def quarter_gpu_sweep(cluster, tmp_path_factory) -> dict:
                      env=_driver_env(folder, cluster, RAY_DEDUP_LOGS="0"))
     out, err = _finish(driver)
     assert driver.returncode == 0, err[-3000:]
-    return {"folder": folder, "output": out + err, "results": _results(folder, "quarters")}
+    return {"folder": folder, "output": out + err, "results": trial_results(folder, "quarters")}
 
 
 def test_quarter_gpu_trials_run_four_at_a_time_on_one_gpu(quarter_gpu_sweep, cluster):
