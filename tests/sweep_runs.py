@@ -67,7 +67,9 @@ def trial_results(folder: Path, sweep_name: str) -> dict[str, list[dict]]:
         for line in path.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):  # a line Tune is still writing
                 lines.append(json.loads(line))
-        found[path.parent.name.split("_")[1]] = lines  # trainable_<trial id>_<n>_<settings>
+        # Each result names its trial; the folder (trainable_<trial id>_<n>_<settings>) does too, but a grid's trial
+        # ids hold an underscore themselves (<experiment>_00003).
+        found[lines[0]["trial_id"] if lines else path.parent.name.split("_")[1]] = lines
     return found
 
 
