@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's, sqlite:///mlflow.db)")
     parser.add_argument("--data-dir", help="data root (default: $RAYSWEEP_DATA_DIR, else ~/.cache/raysweep/data)")
     parser.add_argument("--seed", type=int, help="seed for the searcher and the trials")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--verbose", action="store_true", help="Tune's tables and Ray's logs, not the live line")
+    shown.add_argument("--quiet", action="store_true", help="print nothing but the summary")
     return parser.parse_args(argv)
 
 
@@ -134,7 +137,7 @@ def run(
     """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
     from ray import tune
 
-    from raysweep import results, storage, tracking, train
+    from raysweep import progress, results, storage, tracking, train
     from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
 
     # 1. Where this run lives: its folder in the storage, and its results folder on this machine.
@@ -184,7 +187,10 @@ def run(
             run_config=tune.RunConfig(
                 name=run_name,
                 storage_path=storage_path,
-                callbacks=[MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file)],
+                callbacks=[
+                    MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file),
+                    progress.ProgressCallback(metric=sweep.metric, mode=sweep.mode, max_epochs=sweep.max_epochs),
+                ],
                 # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
                 failure_config=tune.FailureConfig(max_failures=3),
                 # Checkpoint every epoch and keep them all while the sweep runs: Tune's own num_to_keep deletes a
@@ -193,7 +199,7 @@ def run(
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=None, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
                 ),
-                verbose=1,
+                verbose=progress.tune_verbosity(progress.current_mode()),  # the console: see progress.py
             ),
         )
 
@@ -267,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         dry_run(sweep)
         return 0
+    from raysweep import progress
+
+    progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
 
     from raysweep import data, mlflow_runs, storage
 
