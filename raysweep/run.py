@@ -83,9 +83,9 @@ def dry_run(sweep: Sweep) -> None:
         print("  " + json.dumps({**trial_settings(sweep), **config}, default=str))
 
 
-def fail(message: str) -> NoReturn:
-    one_line = " ".join(message.split())  # the contract: one line on stderr, whatever the message was
-    print(f"raysweep.run: error: {one_line}", file=sys.stderr)
+def fail(*messages: str) -> NoReturn:
+    for message in messages:  # the contract: one line on stderr per mistake, whatever the message was
+        print(f"raysweep.run: error: {' '.join(message.split())}", file=sys.stderr)
     raise SystemExit(USAGE_ERROR)
 
 
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = resolve_sweep(args)
     except SweepError as exc:
-        fail(str(exc))
+        fail(*str(exc).splitlines())  # every mistake in the sweep, one line each
     if args.dry_run:
         dry_run(sweep)
         return 0

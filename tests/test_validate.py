@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from raysweep.overrides import override, smoke_budget
 from raysweep.sweep import Choice, Sweep, SweepError, loguniform
-from raysweep.validate import load, override, resolve, smoke_budget, validate
+from raysweep.validate import load, resolve, validate
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -53,7 +54,7 @@ BAD_SWEEPS = {  # id: (the sweep file's text, the one-line message it must fail 
     "no-SWEEP": ("X = 1\n", r"must define `SWEEP = Sweep\(...\)`, but defines no SWEEP"),
     "SWEEP-wrong-type": ("SWEEP = {'name': 'bad'}\n", r"`SWEEP` must be a raysweep.sweep.Sweep, but got dict"),
     "unknown-Sweep-argument": (HEADER + "SWEEP = Sweep(name='bad', epochs=3)\n",
-                               r"TypeError while importing: .*unexpected keyword .*'epochs'"),
+                               r"unknown Sweep field `epochs`; did you mean `max_epochs`\? valid: name, dataset, .*"),
     "multi-line-import-error": ("raise ValueError('first line\\nsecond line')\n",
                                 r"ValueError while importing: first line second line$"),
     "unknown-searcher": (sweep_source('searcher="bayes"'),
@@ -175,11 +176,11 @@ def test_set_leaves_the_original_sweep_untouched(base):
 @pytest.mark.parametrize(
     "assignment,message",
     [
-        ("epochs=3", r"--set: unknown key `epochs`; use a Sweep field \(name, dataset, .*num_samples.*\)"),
+        ("epochs=3", r"--set: unknown key `epochs`; did you mean `max_epochs`\? valid: name, dataset, .*num_samples"),
         ("num_samples", r"--set: must be KEY=VALUE, but got 'num_samples'"),
         ("=3", r"--set: must be KEY=VALUE"),
         ("fixed.momentum=0.9", r"--set fixed.momentum: unknown trial setting `momentum`"),
-        ("space.seed=[1, 2]", r"--set space.seed: unknown trial setting `seed` \(max_epochs and seed are Sweep"),
+        ("space.seed=[1, 2]", r"--set space.seed: `seed` is a Sweep field, not a trial setting: set it with"),
         ("fixed=3", r"--set: unknown key `fixed`"),
     ],
 )
