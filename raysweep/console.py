@@ -34,15 +34,16 @@ def summary_lines(outcome: Outcome, *, seconds: float, resume_command: str | Non
     interrupted = int((table.status == "interrupted").sum()) if len(table) else 0
     lines = ["", f"raysweep: {len(table)} trial(s) in {_duration(seconds)}: {trial_counts(table)}"]
     if outcome.best is not None:
-        lines.append(f"best: {best_text(outcome.best)}")
+        lines.append(f"best trial: {best_text(outcome.best)}")
     elif not interrupted:  # interrupted before any trial finished: the advice below says what to do
         lines.append("raysweep: no trial succeeded")
     lines.append(f"trials: {outcome.results_dir / RESULTS_CSV}")
     lines.append(f"report: {outcome.results_dir / 'report'}/")
     lines.append(f"MLflow: {mlflow_ui_command(outcome.sweep_run)}")
     if interrupted:
-        advice = resume_command or "the same command with --resume"
-        lines.append(f"raysweep: interrupted with {interrupted} trial(s) unfinished; continue them with: {advice}")
+        command = resume_command or _resume_command()
+        lines.append(f"raysweep: interrupted with {interrupted} trial(s) unfinished: continue them with --resume"
+                     + (f": {command}" if command else ""))
     lines += [f"warning: {line}" for line in outcome.missing]
     return lines
 
@@ -62,9 +63,9 @@ def trial_counts(table: pd.DataFrame) -> str:
 
 
 def best_text(best: dict[str, Any]) -> str:
-    """E.g. "adam lr=0.00555 beta1=0.913 (trial 915279d2): val_acc 0.9375 at epoch 3, test_acc 0.9638"."""
+    """E.g. "adam lr=0.00555 beta1=0.913 (915279d2): val_acc 0.9375 at epoch 3, test_acc 0.9638"."""
     label = best.get("label")
-    who = f"{label} (trial {best['trial_id']})" if label else f"trial {best['trial_id']}"
+    who = f"{label} ({best['trial_id']})" if label else str(best["trial_id"])
     # The sweep metric's best value over the trial's epochs is its `best_<metric>` column (trials.csv).
     metric = next((k for k in best if k.startswith("best_") and k not in ("best_epoch", "best_run_id")), None)
     text = who
@@ -89,15 +90,31 @@ def mlflow_ui_command(sweep_run: SweepRun) -> str:
     return f"{_mlflow_executable()} ui --backend-store-uri {shlex.quote(uri)}"
 
 
+def _resume_command() -> str | None:
+    """This command line with --resume, when this process is the command line (not, e.g., a test calling main)."""
+    program = Path(sys.argv[0]).name
+    if program not in ("run.py", "raysweep-run"):
+        return None
+    args = [*sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])]
+    if program == "raysweep-run":
+        return shlex.join([program, *args])
+    return shlex.join([_as_typed(Path(sys.executable)), "-m", "raysweep.run", *args])
+
+
 def _mlflow_executable() -> str:
     """`mlflow` when the shell finds this Python's own, else its path (e.g. .venv/bin/mlflow)."""
     beside = Path(sys.executable).parent / "mlflow"
     if not beside.is_file() or shutil.which("mlflow") == str(beside):
         return "mlflow"
+    return _as_typed(beside)
+
+
+def _as_typed(program: Path) -> str:
+    """A program's path as a user types it here: relative below the current folder (.venv/bin/...), else absolute."""
     try:
-        return str(beside.relative_to(Path.cwd()))
+        return str(program.relative_to(Path.cwd()))
     except ValueError:
-        return str(beside)
+        return str(program)
 
 
 def _duration(seconds: float) -> str:
