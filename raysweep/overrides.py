@@ -34,37 +34,50 @@ def check_setting(where: str, setting: Any) -> None:
     raise SweepError(f"{where}: {unknown('trial setting', setting, SETTINGS)}")
 
 
-def override(sweep: Sweep, assignments: Sequence[str], *, warn: Callable[[str], None] | None = None) -> Sweep:
+def override(sweep: Sweep, assignments: Sequence[str], *, warn: Callable[[str], None] | None = None,
+             problems: list[str] | None = None) -> Sweep:
     """Apply --set KEY=VALUE: a Sweep field, `fixed.SETTING`, or `space.SETTING` (a list or a domain searches it; a
-    scalar pins it, moving it to `fixed`). When the space changes, points_to_evaluate follow it (see `fit_points`)."""
-    space_changed = False
+    scalar pins it, moving it to `fixed`). When the space changes, points_to_evaluate follow it (see `fit_points`).
+
+    A bad assignment raises SweepError, or, given a `problems` list, is added to it while the others still apply."""
+    space_changed, found = False, []
     for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        if not sep or not key:
-            raise SweepError(f"--set: must be KEY=VALUE, but got {assignment!r}")
-        scope, _, setting = key.partition(".")
-        if scope in ("fixed", "space") and setting:
-            check_setting(f"--set {key}", setting)
-            value = parse_value(text, where=f"--set {key}", domains=scope == "space")
-            fixed, space = dict(sweep.fixed), dict(sweep.space)
-            if scope == "space" and isinstance(value, list | Choice | Uniform):
-                space[setting] = choice(value) if isinstance(value, list) else value
-                fixed.pop(setting, None)
-            else:
-                fixed[setting] = value
-                space.pop(setting, None)
-            sweep = dataclasses.replace(sweep, fixed=fixed, space=space)
-            space_changed = True
-        elif key in SWEEP_FIELDS and key not in ("fixed", "space"):
-            sweep = dataclasses.replace(sweep, **{key: parse_value(text, where=f"--set {key}", domains=False)})
-        else:
-            fields = [name for name in SWEEP_FIELDS if name not in ("fixed", "space")]
-            raise SweepError(f"--set: {unknown('key', key, fields)}; or fixed.SETTING, space.SETTING")
+        try:
+            sweep, changed = _assign(sweep, assignment)
+            space_changed |= changed
+        except SweepError as exc:
+            found.append(str(exc))
     if space_changed:
         sweep, notes = fit_points(sweep)
         for note in notes:
             (warn or _warn)(note)
+    if found and problems is None:
+        raise SweepError("\n".join(found))
+    (problems if problems is not None else []).extend(found)
     return sweep
+
+
+def _assign(sweep: Sweep, assignment: str) -> tuple[Sweep, bool]:
+    """The sweep with one KEY=VALUE applied, and whether it changed the fixed or searched settings."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise SweepError(f"--set: must be KEY=VALUE, but got {assignment!r}")
+    scope, _, setting = key.partition(".")
+    if scope in ("fixed", "space") and setting:
+        check_setting(f"--set {key}", setting)
+        value = parse_value(text, where=f"--set {key}", domains=scope == "space")
+        fixed, space = dict(sweep.fixed), dict(sweep.space)
+        if scope == "space" and isinstance(value, list | Choice | Uniform):
+            space[setting] = choice(value) if isinstance(value, list) else value
+            fixed.pop(setting, None)
+        else:
+            fixed[setting] = value
+            space.pop(setting, None)
+        return dataclasses.replace(sweep, fixed=fixed, space=space), True
+    if key in SWEEP_FIELDS and key not in ("fixed", "space"):
+        return dataclasses.replace(sweep, **{key: parse_value(text, where=f"--set {key}", domains=False)}), False
+    fields = [name for name in SWEEP_FIELDS if name not in ("fixed", "space")]
+    raise SweepError(f"--set: {unknown('key', key, fields)}; or fixed.SETTING, space.SETTING")
 
 
 def _warn(message: str) -> None:

@@ -48,10 +48,10 @@ def resolve(path: str | Path, *, options: Mapping[str, Any] | None = None, assig
     before the --set `assignments`, then the smoke budget."""
     sweep = load(path)
     sweep = dataclasses.replace(sweep, **{k: v for k, v in (options or {}).items() if v is not None})
-    sweep = override(sweep, assignments)
-    if smoke:
-        sweep = smoke_budget(sweep)
-    validate(sweep)
+    problems: list[str] = []  # bad --set assignments, reported with the sweep's own mistakes
+    sweep = override(sweep, assignments, problems=problems)
+    sweep = smoke_budget(sweep) if smoke else sweep
+    validate(sweep, earlier=problems)
     return sweep
 
 
@@ -98,8 +98,8 @@ def _fail(field_name: str, rule: str, value: Any, *, options: Any = None) -> Swe
 class _Problems:
     """Every mistake found in a sweep, one line each, so that one run shows the user all there is to fix."""
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
 
     @contextlib.contextmanager
     def check(self) -> Iterator[None]:
@@ -118,9 +118,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate(sweep: Sweep) -> None:
+def validate(sweep: Sweep, *, earlier: Sequence[str] = ()) -> None:
     """Check every field, domain and corner of the space before Ray starts: one SweepError, a line per mistake."""
-    s, problems = sweep, _Problems()
+    s, problems = sweep, _Problems(list(earlier))  # `earlier`: mistakes found before, e.g. in --set
     checks = [
         ("name", isinstance(s.name, str) and s.name.replace("_", "").replace("-", "").isalnum(),
          "a non-empty name of letters, digits, - and _"),
