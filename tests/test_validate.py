@@ -229,3 +229,48 @@ def test_smoke_keeps_a_smaller_subset_and_caps_validation_on_large_data_sets():
     assert sweep.subset == 100 and sweep.val_size == 500
 
 
+
+
+# ------------------------------------------------------------------------------------------------ suggestions
+@pytest.mark.parametrize("source,message", [
+    (sweep_source('fixed={"optimiser": "adam"}'),
+     r"^fixed: unknown trial setting `optimiser`; did you mean `optimizer`\? valid: model, hidden, .*, min_delta$"),
+    (sweep_source('space={"momentum": uniform(0.0, 0.9)}'),
+     r"unknown trial setting `momentum`; did you mean `optimizer.momentum`\?"),
+    (sweep_source('fixed={"optimizer": "adamm"}'),
+     r"^fixed: `optimizer` must be one of \['adagrad', 'adam', .*\], but got optimizer='adamm'; did you mean `adam`\?"),
+    (sweep_source('space={"schedule": choice(["cosine", "exponentail"])}'),
+     r"`schedule` must be one of .*, but got schedule='exponentail'; did you mean `exponential`\?"),
+    (sweep_source('searcher="randm"'), r"`searcher` must be one of .*, but got searcher='randm'; did you mean"),
+    (sweep_source('dataset="fashion-mnist"'), r"but got dataset='fashion-mnist'; did you mean `fashion_mnist`\?"),
+    (sweep_source('fixed={"seed": 3}'), r"fixed: `seed` is a Sweep field, not a trial setting"),
+])
+def test_an_unknown_name_suggests_the_closest_valid_one(tmp_path, source, message):
+    with pytest.raises(SweepError, match=message):
+        resolve(write(tmp_path, source))
+
+
+def test_a_sweep_file_with_several_mistakes_reports_all_of_them_one_line_each(tmp_path):
+    source = sweep_source('searcher="bayes", num_samples=0, fixed={"optimiser": "adam", "lr": -1.0}, '
+                          'space={"dropout": uniform(0.5, 0.1), "lr": loguniform(0.0, 0.1)}')
+    with pytest.raises(SweepError) as caught:
+        resolve(write(tmp_path, source))
+    lines = str(caught.value).splitlines()
+    assert [line.split(" must ")[0].split(":")[0] for line in lines] == [
+        "`searcher`", "`num_samples`", "fixed", "`space.dropout`", "`space.lr`"]
+    assert "did you mean `optimizer`" in lines[2] and "loguniform needs `low > 0`" in lines[4]
+
+
+def test_one_bad_fixed_value_is_reported_once_not_at_every_corner_of_the_space(tmp_path):
+    source = sweep_source('fixed={"batch_size": 0}, space={"lr": loguniform(1e-3, 0.1), "dropout": uniform(0, 0.5)}')
+    with pytest.raises(SweepError) as caught:
+        resolve(write(tmp_path, source))
+    assert str(caught.value) == "fixed: `batch_size` must be an integer >= 1 or \"full\", but got batch_size=0"
+
+
+def test_bad_set_assignments_are_reported_with_the_files_own_mistakes(tmp_path):
+    path = write(tmp_path, sweep_source('scheduler="hyperband"'))
+    with pytest.raises(SweepError) as caught:
+        resolve(path, assignments=["epochs=3"])
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("--set: unknown key `epochs`") and "`scheduler`" in lines[1]
