@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
@@ -134,8 +135,11 @@ class ProgressCallback(Callback):
         self._total = max(total_num_samples or 0, 0)
         self._started = self._last_status = time.monotonic()
         if self._console == "live":
+            # A terminal that reports no width (a bare pty, some containers) would get a bar cut to nothing.
+            size = None if _terminal_width(self._out) > 0 else shutil.get_terminal_size()  # $COLUMNS, else 80
             self._bar = tqdm(total=self._total or None, file=self._out, desc="trials", unit="trial",
-                             dynamic_ncols=True, mininterval=0.5,
+                             dynamic_ncols=size is None, ncols=size and size.columns, nrows=size and size.lines,
+                             mininterval=0.5,
                              bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining}{postfix}")
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
@@ -162,7 +166,7 @@ class ProgressCallback(Callback):
         self._done, self._running = ended, sum(t.status == t.RUNNING for t in trials)
         if self._bar is not None:
             self._bar.n = self._done
-            self._bar.set_postfix_str(self._status_text(), refresh=False)
+            self._bar.set_postfix_str(self._status_text().lstrip(", "), refresh=False)  # tqdm puts its own ", "
             self._bar.refresh()  # also moves the elapsed time and the ETA on while no trial ends
         elif self._console == "plain" and time.monotonic() - self._last_status >= self.status_every_s:
             self._last_status = time.monotonic()
@@ -211,6 +215,13 @@ class ProgressCallback(Callback):
         if done_now <= 0 or not self._total:
             return "unknown"
         return _interval(self._elapsed() / done_now * (self._total - self._done))
+
+
+def _terminal_width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def _interval(seconds: float) -> str:
