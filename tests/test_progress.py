@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import logging
 import os
 import pickle
 import pty
@@ -209,3 +210,34 @@ def test_on_a_terminal_the_live_line_is_redrawn_in_place(tmp_path):
     assert len(set(redraws)) >= 3  # the elapsed time and the counts moved on between redraws
     assert len(re.findall(r"\[\d/3\] (completed|early_stopped)", text)) == 3  # the finished lines, above the bar
     assert [noise for noise in NOISE if noise in text] == []
+
+
+def test_quiet_ray_drops_ray_notices_but_keeps_its_warnings(monkeypatch, caplog):
+    for name in (progress.MODE_ENV, "RAY_LOGGER_LEVEL", "RAY_AIR_NEW_OUTPUT"):
+        monkeypatch.delenv(name, raising=False)
+    progress.quiet_ray("plain")
+    # Ray's workers start with the driver's environment: INFO lines such as "Checkpoint successfully created" stay
+    # in the workers; Tune's classic engine prints nothing at verbose=0.
+    assert (os.environ["RAY_LOGGER_LEVEL"], os.environ["RAY_AIR_NEW_OUTPUT"]) == ("warning", "0")
+    assert progress.tune_verbosity(progress.current_mode()) == 0
+    token = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    tune_log = logging.getLogger("ray.tune.tune")
+    with caplog.at_level(logging.WARNING):
+        token.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        token.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+        tune_log.warning("Experiment has been interrupted, but the most recent state was saved.\n"
+                         "Resume experiment with: Tuner.restore(path=...)")
+        tune_log.warning("Trial xyz failed 3 times")
+    assert [r.getMessage()[:40] for r in caplog.records] == ["Token authentication is disabled for thi",
+                                                             "Trial xyz failed 3 times"]
+
+
+def test_verbose_leaves_ray_as_it_is_and_a_users_own_setting_wins(monkeypatch):
+    for name in ("RAY_LOGGER_LEVEL", "RAY_AIR_NEW_OUTPUT"):
+        monkeypatch.delenv(name, raising=False)
+    progress.quiet_ray("verbose")
+    assert "RAY_LOGGER_LEVEL" not in os.environ and "RAY_AIR_NEW_OUTPUT" not in os.environ
+    assert progress.tune_verbosity(progress.current_mode()) == 1
+    monkeypatch.setenv("RAY_LOGGER_LEVEL", "debug")
+    progress.quiet_ray("quiet")
+    assert os.environ["RAY_LOGGER_LEVEL"] == "debug"
