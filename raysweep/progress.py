@@ -159,12 +159,14 @@ class ProgressCallback(Callback):
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
         ended = sum(t.status in (t.TERMINATED, t.ERROR) for t in trials)
-        if self._done_before < 0:
+        if self._done_before < 0:  # the first step of this execution
             self._done_before = ended
+            self._resumed(trials)
             if self._bar is not None:
                 self._bar.initial = ended  # tqdm's rate, hence its ETA, counts only what this execution did
         self._done, self._running = ended, sum(t.status == t.RUNNING for t in trials)
-        if self._bar is not None:
+        if self._bar is not None and time.monotonic() - self._last_status >= 0.5:  # Tune steps many times a second
+            self._last_status = time.monotonic()
             self._bar.n = self._done
             self._bar.set_postfix_str(self._status_text().lstrip(", "), refresh=False)  # tqdm puts its own ", "
             self._bar.refresh()  # also moves the elapsed time and the ETA on while no trial ends
@@ -175,16 +177,27 @@ class ProgressCallback(Callback):
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
         if self._bar is not None:
+            self._bar.n = sum(t.status in (t.TERMINATED, t.ERROR) for t in trials)  # the last step may be undrawn
             self._bar.close()
             self._bar = None
 
     # Helpers.
+    def _resumed(self, trials: list[Trial]) -> None:
+        """After --resume, the best so far includes the trials that ended before: Tune kept each one's best value."""
+        for trial in trials:
+            value = (trial.metric_analysis.get(self.metric) or {}).get(self.mode)
+            if trial.status == trial.TERMINATED and _is_number(value) and not trial.last_result.get("diverged") and (
+                    self._leader is None or self._better(value, self._leader[0])):
+                self._leader = (float(value), trial_label(trial.evaluated_params or trial.config))
+
     def _finished(self, trial: Trial, *, failed: bool) -> None:
         last = trial.last_result or {}
         status = status_of(last, max_epochs=self.max_epochs, failed=failed)
         value, epoch = self._best.get(trial.trial_id, (None, None))
         best = f"{self.metric} {value:.4f} (epoch {epoch})" if value is not None else f"{self.metric} -"
         self._done += 1
+        if self._bar is not None:
+            self._bar.n = self._done  # redrawn below the line
         label = trial_label(trial.evaluated_params or trial.config)
         count = f"[{self._done:>{len(str(self._total))}}/{self._total}]"
         self._print(f"{count} {status:<13} {stop_reason(last, status):<10} {epoch_of(last):>3} epochs  {best}  {label}")

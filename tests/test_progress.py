@@ -241,3 +241,17 @@ def test_verbose_leaves_ray_as_it_is_and_a_users_own_setting_wins(monkeypatch):
     monkeypatch.setenv("RAY_LOGGER_LEVEL", "debug")
     progress.quiet_ray("quiet")
     assert os.environ["RAY_LOGGER_LEVEL"] == "debug"
+
+
+def test_after_resume_the_best_so_far_counts_trials_that_ended_before_and_the_eta_does_not(plain):
+    callback, out, clock = plain
+    earlier, running = make_trial(0.01), make_trial(0.5, "sgd")
+    for value in (0.5, 0.93, 0.7):  # ended before this execution; Tune restored it with its metric history
+        earlier.update_last_result({"val_acc": value, "epoch": 3, "training_iteration": 3})
+    earlier.set_status(Trial.TERMINATED)
+    running.set_status(Trial.RUNNING)
+    callback.on_step_end(iteration=0, trials=[earlier, running])
+    clock["now"] += 31
+    callback.on_step_end(iteration=0, trials=[earlier, running])
+    assert out.getvalue().splitlines()[-1] == ("[1/2 done] 1 running, best val_acc 0.9300 (adam lr=0.01), 00:31 "
+                                               "elapsed, ETA unknown")  # nothing ended in this execution yet
