@@ -181,7 +181,8 @@ def run(
                 search_alg=searcher,
                 scheduler=scheduler(sweep),
                 num_samples=sweep.num_samples,
-                max_concurrent_trials=sweep.max_concurrent or None,
+                # HyperOpt searchers carry their own ConcurrencyLimiter (search_algorithm); Tune warns if told twice.
+                max_concurrent_trials=(sweep.max_concurrent or None) if sweep.searcher == "grid" else None,
                 reuse_actors=True,  # a new trial reuses a finished one's worker: no new process, no torch import
             ),
             run_config=tune.RunConfig(
