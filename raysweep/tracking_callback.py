@@ -130,7 +130,7 @@ class MlflowTrialCallback(Callback):
             return
         self._opened.add(trial.trial_id)
         params = {k: param_value(v) for k, v in flatten(trial.config).items()}
-        label = _trial_label(trial.evaluated_params or trial.config)
+        label = trial_label(trial.evaluated_params or trial.config)
         self._submit(_Op("open", trial.trial_id, f"trial {trial.trial_id}: child run '{label}'",
                          {"label": label, "params": params}))
 
@@ -297,7 +297,7 @@ def _last_logged_step(client: MlflowClient, run) -> int:
     return max(steps, default=0)
 
 
-def _trial_label(params: dict) -> str:
+def trial_label(params: dict) -> str:
     """E.g. {"optimizer": "sgd", "lr": 0.01, "optimizer.momentum": 0.9} -> "sgd lr=0.01 momentum=0.9"."""
     # HyperOpt's evaluated params are paths ("optimizer/optimizer.momentum"), Tune's are nested dicts.
     flat = {key.rsplit("/", 1)[-1]: value for key, value in flatten(params).items()}
