@@ -16,7 +16,7 @@ import torch
 
 from raysweep import run as run_module
 from raysweep.config import TrialConfig
-from raysweep.validate import load
+from raysweep.sweep_file import load
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.py"))
