@@ -76,7 +76,9 @@ def run_sweep(*, dataset: str, epochs: int, pythonpath: Path, data_dir: str, int
                    "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
         env = {**os.environ, "PYTHONPATH": str(pythonpath)}
         with open(f"{work}/log", "w") as log:
-            sweep = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            # cwd: not the repo. `python -m` puts the working directory first on sys.path, and Ray adds the driver's
+            # to its workers' path: from REPO both would import today's raysweep whatever PYTHONPATH says.
+            sweep = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
             peaks: dict[int, float] = {}
             while sweep.poll() is None:
                 for pid in descendants(sweep.pid):
@@ -108,7 +110,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="holds cifar-10-batches-*")
     parser.add_argument("--versions", nargs="+", default=["old", "new"], choices=["old", "new"])
     parser.add_argument("--old-ref", default=OLD_REF, help="git commit whose raysweep/train.py is 'old'")
-    parser.add_argument("--digits-epochs", type=int, default=60, help="enough for the digits trials to be sampled")
+    parser.add_argument("--digits-epochs", type=int, default=30, help="enough for the digits trials to be sampled")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
     args = parser.parse_args()
 
@@ -119,8 +121,8 @@ def main() -> None:
         for version in args.versions:
             for dataset, epochs in (("digits", args.digits_epochs), ("cifar10", 1)):
                 started = time.time()
-                peaks = run_sweep(dataset=dataset, epochs=epochs, pythonpath=paths[version], data_dir=args.data_dir,
-                                  interval=args.interval)
+                peaks = run_sweep(dataset=dataset, epochs=epochs, pythonpath=paths[version],
+                                  data_dir=str(Path(args.data_dir).resolve()), interval=args.interval)
                 results[version, dataset] = peaks
                 print(f"{version:4s} {dataset:8s} {time.time() - started:6.1f} s  peak private MB per trial worker: "
                       + ", ".join(f"{mb:.0f}" for mb in sorted(peaks.values())))
