@@ -97,3 +97,13 @@ def test_the_seeds_of_a_trial_share_one_copy_of_the_data(digits, monkeypatch):
     results = list(seeds.run_seeds(config, fresh, repeats=3, device="cpu"))
     assert len(results) == 1 and len(results[0][1]) == 3
     assert built == [len(fresh.x_train), len(fresh.x_val)]  # one train and one val split for the three seeds
+
+
+def test_a_batch_normalised_alone_equals_its_rows_of_the_normalised_split(digits):
+    # What lets the test split's float copy (to_tensors) and training's per-batch normalisation agree bit for bit.
+    normalize = Normalize.of(digits, device="cpu")
+    x, _ = shared_tensors(digits.x_train, digits.y_train, device="cpu")
+    whole = normalize(x)
+    rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:77]
+    assert torch.equal(normalize(x.index_select(0, rows)), whole.index_select(0, rows))
+    assert torch.equal(normalize(x[5:6]), whole[5:6])
