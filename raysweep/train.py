@@ -1,8 +1,10 @@
 """One trial's training: train_epoch() and evaluate() over tensors on the trial's device, and run_trial(), the loop
 that yields each epoch's metrics and state. raysweep.trainable wraps it for Ray Tune.
 
-The data lives on the device as normalised float tensors for the whole trial; a batch is an index slice of a per-epoch
-permutation, so the hot loop has no DataLoader, no collation and no host-to-device copies.
+The data lives on the device as the data set's uint8 images for the whole trial, shared rather than copied: on the CPU
+the tensors are views of the arrays Ray's object store hands out, on a GPU one uint8 copy serves every seed. A batch is
+an index slice of a per-epoch permutation, normalised on the device as it is taken, so the hot loop has no DataLoader,
+no collation, no host-to-device copies, and no float copy of a whole split exists.
 """
 
 from __future__ import annotations
@@ -11,15 +13,14 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from raysweep.config import TrialConfig
+from raysweep.device_data import DeviceData, Normalize, batch_inputs, shared_tensors, to_tensors
 from raysweep.models import build_model
 from raysweep.optim import build_optimizer, lr_at, steps_per_epoch
 from raysweep.regularize import EarlyStopping, Penalty, build_penalty
@@ -27,7 +28,7 @@ from raysweep.regularize import EarlyStopping, Penalty, build_penalty
 if TYPE_CHECKING:
     from raysweep.data import Dataset
 
-__all__ = ["DeviceData", "evaluate", "run_trial", "to_tensors", "train_epoch"]
+__all__ = ["DeviceData", "Normalize", "evaluate", "run_trial", "shared_tensors", "to_tensors", "train_epoch"]
 
 # Diverged: the mean training cross-entropy is NaN, inf, or this many times chance level (ln C: 2.3 for 10 classes).
 # A model that merely learns nothing sits near 1x; one whose weights blew up lands far above 10x and stays there.
@@ -35,32 +36,6 @@ DIVERGED_LOSS_X_CHANCE = 10.0
 DIVERGENCE_CHECK_STEPS = 64  # look at the loss this often: each look syncs a GPU, so not every step
 FULL_BATCH_CHUNK = 8192  # batch GD accumulates gradients over chunks of this many examples to bound memory
 EVAL_BATCH = 4096
-
-
-@dataclass(frozen=True)
-class DeviceData:
-    """Normalised float images (N, C, H, W) and int64 labels on one device."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    num_classes: int
-
-    @classmethod
-    def from_arrays(cls, data: Dataset, *, device: torch.device | str) -> DeviceData:
-        """From a data set (uint8 arrays + per-channel mean/std), normalised once per trial."""
-        return cls(*to_tensors(data, data.x_train, data.y_train, device=device),
-                   *to_tensors(data, data.x_val, data.y_val, device=device), data.num_classes)
-
-
-def to_tensors(data: Dataset, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
-    """uint8 images (N, C, H, W) -> float tensors normalised by the data set's training statistics; labels -> int64."""
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
-    # The object store hands out read-only arrays; torch.tensor copies them onto the device.
-    images = (torch.tensor(np.asarray(x), device=device).float().div_(255.0) - mean) / std
-    return images, torch.tensor(np.asarray(y), device=device).long()
 
 
 def _forward_backward(
@@ -137,7 +112,8 @@ def train_epoch(
     epoch), diverged, and recon_loss for an autoencoder.
     """
     model.train()
-    x, y = data.x_train, data.y_train
+    x, y = data.x_train, data.y_train  # uint8 (N, C, H, W), int64 (N,)
+    inputs = batch_inputs(x, data.normalize)
     n = len(y)
     per_epoch = steps_per_epoch(config, num_train=n)
     diverged_loss = DIVERGED_LOSS_X_CHANCE * math.log(data.num_classes)
@@ -156,12 +132,12 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         for offset in range(0, len(idx), chunk):
             part = idx[offset : offset + chunk] if len(idx) > chunk else idx
-            # index_select, not x[part]: same rows, a fraction of advanced indexing's cost on (B, C, H, W).
-            # The objective is mean CE (+ recon) over the whole step + the penalty once: each chunk carries its share
-            # of the mean, and the first chunk alone carries the penalty, unscaled.
+            # index_select, not x[part]: same rows, a fraction of advanced indexing's cost on (B, C, H, W); only
+            # the batch becomes float. The objective is mean CE (+ recon) over the whole step + the penalty once:
+            # each chunk carries its share of the mean, and the first chunk alone carries the penalty, unscaled.
             losses, logits, recons = _forward_backward(
                 model,
-                x.index_select(0, part),
+                inputs(x.index_select(0, part)),
                 y.index_select(0, part),
                 config=config,
                 penalty=penalty if offset == 0 else None,
@@ -196,12 +172,18 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prefix: str = "val") -> dict[str, float]:
-    """Mean cross-entropy and accuracy (and reconstruction MSE for an autoencoder) on one split."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prefix: str = "val", normalize: Normalize | None = None
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy (and reconstruction MSE for an autoencoder) on one split.
+
+    `x`: uint8 images with their `normalize`, applied batch by batch, or float images already normalised.
+    """
     model.eval()
+    inputs = batch_inputs(x, normalize)
     loss_sum, correct, recon_sum = 0.0, 0, 0.0
     for start in range(0, len(y), EVAL_BATCH):
-        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        xb, yb = inputs(x[start : start + EVAL_BATCH]), y[start : start + EVAL_BATCH]
         logits, recon = model.training_outputs(xb)
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(dim=1) == yb).sum().item()
@@ -221,7 +203,7 @@ def run_trial(
     state: dict | None = None,
 ) -> Iterator[tuple[dict[str, Any], dict]]:
     """Train epoch by epoch, yielding (metrics, state) after each; `state` resumes from a checkpoint's state."""
-    # data -> device tensors
+    # data -> device tensors: shared uint8, not copied per trial (nor per seed)
     tensors = DeviceData.from_arrays(data, device=device)
     # model, optimizer, penalty, early stopping: all seeded, so one config and seed give one result on the CPU
     torch.manual_seed(config.seed)
@@ -246,7 +228,7 @@ def run_trial(
             model, optimizer, tensors, config=config, penalty=penalty, first_step=step, generator=generator
         )
         step = metrics.pop("steps")
-        metrics |= evaluate(model, tensors.x_val, tensors.y_val)
+        metrics |= evaluate(model, tensors.x_val, tensors.y_val, normalize=tensors.normalize)
         metrics["diverged"] = metrics["diverged"] or not math.isfinite(metrics["val_loss"])
         metrics["early_stopped"] = not metrics["diverged"] and stopper.should_stop(metrics["val_loss"])
         metrics["epoch"] = epoch

@@ -1,13 +1,19 @@
-"""TrialConfig's rules, the training loop (learns, is seeded, stops on divergence and early stopping, resumes), and
-the trainable's checkpoints (plain tensors only) and device report."""
+"""TrialConfig's rules, the training loop (learns, is seeded, stops on divergence and early stopping, resumes,
+normalises shared uint8 batches as a float copy of the split would), and the trainable's checkpoints (plain tensors
+only) and device report."""
 
 
+import numpy as np
 import pytest
 import torch
 
 from raysweep import data
 from raysweep.config import ConfigError, TrialConfig
-from raysweep.train import run_trial
+from raysweep.device_data import DeviceData
+from raysweep.models import build_model
+from raysweep.optim import build_optimizer
+from raysweep.regularize import build_penalty
+from raysweep.train import evaluate, run_trial, train_epoch
 from raysweep.trainable import CHECKPOINT_FILE, load_state
 
 
@@ -88,3 +94,41 @@ def test_inverse_time_decay_lowers_the_reported_lr(synthetic):
 def test_nesterov_without_momentum_fails_before_training(values):
     with pytest.raises(ConfigError, match=r"`optimizer.momentum` must be"):
         TrialConfig.from_dict(values)
+
+
+def _train_two_epochs(config, tensors, normalize=None):
+    """The loop run_trial runs (train_epoch, then evaluate), on the given device data: metrics and final weights."""
+    torch.manual_seed(config.seed)
+    model = build_model(config, input_shape=(1, 8, 8), num_classes=10)
+    optimizer = build_optimizer(model.parameters(), config)
+    generator = torch.Generator().manual_seed(config.seed)
+    history, step = [], 0
+    for _ in range(2):
+        metrics = train_epoch(model, optimizer, tensors, config=config, penalty=build_penalty(model, config),
+                              first_step=step, generator=generator)
+        step = metrics.pop("steps")
+        history.append(metrics | evaluate(model, tensors.x_val, tensors.y_val, normalize=tensors.normalize))
+    return history, model.state_dict()
+
+
+@pytest.mark.parametrize("model", ["mlp", "cae_mlp"])
+def test_per_batch_normalisation_matches_a_float_copy_of_the_split(digits, model):
+    # The reference is how trials worked before: the whole split normalised once into float32, here in float64 with
+    # numpy and rounded, then used as it is. cae_mlp also checks the reconstruction target is the normalised batch.
+    config = TrialConfig.from_dict({"model": model, "hidden": [32], "channels": [4, 8], "latent_dim": 8,
+                                    "optimizer": "adam", "lr": 3e-3, "batch_size": 64, "seed": 5})
+    mean, std = (np.asarray(s).reshape(1, -1, 1, 1) for s in (digits.mean, digits.std))
+    floats = [torch.from_numpy(((x / 255.0 - mean) / std).astype(np.float32)) for x in (digits.x_train, digits.x_val)]
+    labels = [torch.tensor(digits.y_train), torch.tensor(digits.y_val)]
+    copied = DeviceData(floats[0], labels[0], floats[1], labels[1], digits.num_classes)
+    shared = DeviceData.from_arrays(digits, device="cpu")
+    assert shared.x_train.dtype == torch.uint8
+
+    new, new_weights = _train_two_epochs(config, shared)
+    old, old_weights = _train_two_epochs(config, copied)
+    for new_epoch, old_epoch in zip(new, old, strict=True):
+        assert set(new_epoch) == set(old_epoch)
+        for key, value in old_epoch.items():
+            assert new_epoch[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for key, value in old_weights.items():
+        torch.testing.assert_close(new_weights[key], value, rtol=1e-3, atol=1e-5)
