@@ -24,6 +24,7 @@ import pandas as pd
 
 from raysweep import importance, stats, stats_charts, train, trainable
 from raysweep.config import TrialConfig, flatten
+from raysweep.device_data import Normalize, shared_tensors
 from raysweep.sweep import Sweep, varied_names
 
 if TYPE_CHECKING:
@@ -99,13 +100,15 @@ def evaluate_seeds(result: Result, *, dataset: Dataset, sweep: Sweep) -> dict[in
     if checkpoint is None:
         return {}
     config = TrialConfig.from_dict(flatten(result.config))
-    x, y = train.to_tensors(dataset, dataset.x_test, dataset.y_test, device="cpu")
+    x, y = shared_tensors(dataset.x_test, dataset.y_test, device="cpu")  # uint8, normalised batch by batch
+    normalize = Normalize.of(dataset, device="cpu")
     accuracies = {}
     with checkpoint.as_directory() as folder:
         for index in range(sweep.repeats):
             model = trainable.load_model(folder, config, input_shape=dataset.input_shape,
                                          num_classes=dataset.num_classes, seed_index=index)
-            accuracies[config.seed + index] = train.evaluate(model, x, y, prefix="test")["test_acc"]
+            test = train.evaluate(model, x, y, prefix="test", normalize=normalize)
+            accuracies[config.seed + index] = test["test_acc"]
     return accuracies
 
 
