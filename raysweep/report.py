@@ -1,9 +1,8 @@
 """The comparison report of a sweep, rebuilt from its MLflow record alone.
 
-`collect` reads the sweep's parent run, its trial runs and their metric histories into a `SweepRecord`;
-`write_report` writes the summary table and the charts of raysweep.charts; `log_report` attaches them to the parent
-run under report/. `python -m raysweep.report EXPERIMENT_NAME` does all three. The study notebooks read a sweep
-through `collect` too, with the small helpers below it (`SweepRecord.param`, `.curves`, `.relabelled`, `leaders`).
+`collect` reads the sweep's parent run, its trial runs and their metric histories into a `SweepRecord`; `write_report`
+writes the summary table and raysweep.charts' charts; `log_report` attaches them to the parent run under report/.
+`python -m raysweep.report EXPERIMENT_NAME` does all three. The notebooks read a sweep through `collect` and helpers.
 """
 
 from __future__ import annotations
@@ -24,10 +23,12 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from raysweep import charts
-from raysweep.charts import format_value, normalized, safe_name
+from raysweep.charts import format_value, normalized
+from raysweep.report_paths import StoreNotFound, check_store_exists, results_folder
+from raysweep.suggest import did_you_mean
 
-ROLE_TAG, STATUS_TAG, STOPPED_TAG, TRIAL_ID_TAG = (
-    "raysweep.role", "raysweep.status", "raysweep.stopped_epoch", "raysweep.trial_id")
+ROLE_TAG, STATUS_TAG, STOPPED_TAG, TRIAL_ID_TAG, SWEEP_KEY_TAG = (
+    "raysweep.role", "raysweep.status", "raysweep.stopped_epoch", "raysweep.trial_id", "raysweep.sweep_key")
 # Logged once per epoch with step = epoch; test_* is logged once, for the best trial only.
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "recon_loss",
                  "val_recon_loss")
@@ -50,6 +51,8 @@ class SweepRecord:
     experiment_name: str = ""
     parent_run_id: str = ""
     sweep_run: Run | None = None  # the parent run itself: the sweep's settings, its times, its best
+    sweep_key: str = ""  # where Ray Tune kept the run (tag raysweep.sweep_key): its results folder derives from it
+    sweep_runs: int = 1  # executions of this sweep in the experiment: the report names the one it read
 
     def param(self, name: str) -> pd.Series:
         """One trial param per trial, typed; NaN where no trial logged it. (A param named like a summary column
@@ -80,7 +83,10 @@ def collect(*, experiment_name: str, tracking_uri: str | None = None,
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None or experiment.lifecycle_stage != "active":
         where = tracking_uri or get_tracking_uri()
-        raise SweepNotFound(f"no MLflow experiment named {experiment_name!r} at {where}")
+        names = [e.name for e in client.search_experiments() if e.name != "Default"]
+        hint = did_you_mean(experiment_name, names) or ";"
+        listing = f"{hint} experiments there: {', '.join(names)}" if names else "; the store holds no experiment"
+        raise SweepNotFound(f"no MLflow experiment named {experiment_name!r} at {where}{listing}")
     parent = _parent_run(client, experiment.experiment_id, experiment_name, parent_run_id)
     pid = parent.info.run_id
     children = _search_all(client, experiment.experiment_id,
@@ -101,8 +107,10 @@ def collect(*, experiment_name: str, tracking_uri: str | None = None,
     # A param named like a summary column (e.g. "epochs") keeps its value under "param.<name>".
     params = params.rename(columns={c: f"param.{c}" for c in params.columns if c in summary.columns})
     summary = pd.concat([summary, params], axis=1)
+    sweep_runs = len(_search_all(client, experiment.experiment_id, f"tags.`{ROLE_TAG}` = 'sweep'"))
     return SweepRecord(summary=summary, history=history.drop(columns="timestamp"), searched=searched,
-                       experiment_name=experiment_name, parent_run_id=pid, sweep_run=parent)
+                       experiment_name=experiment_name, parent_run_id=pid, sweep_run=parent,
+                       sweep_key=parent.data.tags.get(SWEEP_KEY_TAG, ""), sweep_runs=sweep_runs)
 
 
 def _parent_run(client: MlflowClient, experiment_id: str, name: str, run_id: str | None):
@@ -260,21 +268,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("experiment", metavar="EXPERIMENT_NAME", help="MLflow experiment = the sweep's name")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else MLflow's own")
     parser.add_argument("--parent-run-id", default=None, help="sweep run to report (default: the latest)")
-    parser.add_argument("--out", type=Path, default=None, help="default: ./results/<experiment>/report")
+    parser.add_argument("--out", type=Path, default=None, help="default: the report/ folder of the run's results")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep run")
     args = parser.parse_args(argv)
-    out_dir = args.out or Path("results") / safe_name(args.experiment) / "report"
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or get_tracking_uri()
     try:
-        record = collect(experiment_name=args.experiment, tracking_uri=args.tracking_uri,
-                       parent_run_id=args.parent_run_id)
-    except (SweepNotFound, MlflowException) as error:
+        check_store_exists(tracking_uri)  # reading must never create an empty store
+        record = collect(experiment_name=args.experiment, tracking_uri=tracking_uri, parent_run_id=args.parent_run_id)
+    except (SweepNotFound, StoreNotFound, MlflowException) as error:
         print(f"raysweep.report: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
+    if record.sweep_runs > 1 and args.parent_run_id is None:
+        print(f"reporting sweep run {record.parent_run_id}, the latest of {record.sweep_runs} runs of "
+              f"{args.experiment!r} (choose another with --parent-run-id)")
+    out_dir = args.out or results_folder(sweep_key=record.sweep_key, experiment_name=args.experiment,
+                                         run_id=record.parent_run_id) / "report"
     paths = write_report(record, out_dir=out_dir)
     print(f"wrote {len(paths)} files to {out_dir}")
     if not args.no_log:
         try:
-            log_report(paths, tracking_uri=args.tracking_uri, parent_run_id=record.parent_run_id, out_dir=out_dir)
+            log_report(paths, tracking_uri=tracking_uri, parent_run_id=record.parent_run_id, out_dir=out_dir)
         except MlflowException as error:
             print(f"raysweep.report: error: logging to run {record.parent_run_id} failed: "
                   f"{str(error).splitlines()[0]}", file=sys.stderr)

@@ -1,15 +1,29 @@
-"""The comparison report's pieces on Tune results built by hand: labels, each seed's curve, one row per seed with
-its own best value and epoch, and which sweeps are comparisons. (A real sweep with repeats writes the whole report:
-tests/test_run.py.)"""
+"""The comparison report: its pieces on Tune results built by hand (labels, each seed's curve, one row per seed with
+its own best value and epoch, which sweeps are comparisons), then the whole record of a real quickstart run with
+--repeats 3."""
 
 import math
 
 import pandas as pd
 import pytest
+import scipy.stats
+from mlflow import MlflowClient
 from ray.tune import Result
 
-from raysweep.comparison import label, seed_curves, seed_rows, wanted
+from raysweep.comparison import (
+    BEST_SO_FAR_PNG,
+    COMPARISON_CSV,
+    COMPARISON_PNG,
+    IMPORTANCE_CSV,
+    IMPORTANCE_PNG,
+    SEEDS_CSV,
+    label,
+    seed_curves,
+    seed_rows,
+    wanted,
+)
 from raysweep.sweep import Sweep, choice, loguniform
+from tests.sweep_runs import REPO, run_sweep, trials_csv
 
 
 def result(path: str, config: dict, history: dict) -> Result:
@@ -64,3 +78,59 @@ def test_a_seed_that_never_had_a_value_has_no_best(values):
     rows = seed_rows(SEARCH, pd.DataFrame([{"trial_id": "t", "status": "diverged", "path": "/r/t"}]),
                      [result("/r/t", {}, {"seed_metrics/0/val_acc": values})], test={})
     assert math.isnan(rows.best_val_acc[0]) and rows.best_epoch[0] is None
+
+
+# ------------------------------------------------------------------ a real quickstart run with --repeats 3
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory, ray_address):
+    """The quickstart search with 3 seeds per configuration: 6 configurations (enough for importance), 2 epochs,
+    on a 400-example subset, on the session's Ray cluster."""
+    folder = tmp_path_factory.mktemp("repeats")
+    done = run_sweep(REPO / "sweeps" / "quickstart.py", folder, "--repeats", "3", "--num-samples", "6",
+                     "--max-epochs", "2", "--set", "subset=400", "--set", "grace_period=1", address=ray_address)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder, done.stdout
+
+
+def test_every_artifact_of_the_comparison_is_in_the_record(repeated):
+    folder, stdout = repeated
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("quickstart")
+    sweep_run, = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'sweep'")
+    artifacts = {a.path for a in client.list_artifacts(sweep_run.info.run_id, "report")}
+    for name in (COMPARISON_CSV, COMPARISON_PNG, IMPORTANCE_CSV, IMPORTANCE_PNG, BEST_SO_FAR_PNG):
+        assert f"report/{name}" in artifacts, sorted(artifacts)
+    assert SEEDS_CSV in {a.path for a in client.list_artifacts(sweep_run.info.run_id)}
+    assert any(key.startswith("importance.") for key in sweep_run.data.metrics)
+    assert "vs the best" in stdout or "indistinguishable" in stdout or "best" in stdout.split("raysweep:")[-1]
+
+
+def test_each_configuration_has_a_nested_run_per_seed_and_its_mean_and_std(repeated):
+    folder, _ = repeated
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name("quickstart")
+    trials = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'trial'")
+    assert len(trials) == 6
+    for trial in trials:
+        seeds = client.search_runs([experiment.experiment_id],
+                                   f"tags.`mlflow.parentRunId` = '{trial.info.run_id}' AND tags.`raysweep.role` = 'seed'")
+        assert sorted(run.data.tags["raysweep.seed"] for run in seeds) == ["0", "1", "2"]
+        mean = [m.value for m in client.get_metric_history(trial.info.run_id, "val_acc")]
+        curves = [[m.value for m in client.get_metric_history(run.info.run_id, "val_acc")] for run in seeds]
+        assert len(mean) == len(curves[0]) and "val_acc_std" in trial.data.metrics
+        for epoch, value in enumerate(mean):
+            assert value == pytest.approx(sum(curve[epoch] for curve in curves) / 3)
+
+
+def test_trials_csv_has_a_row_per_configuration_and_seeds_csv_a_row_per_seed_with_scipys_interval(repeated):
+    folder, _ = repeated
+    configurations = trials_csv(folder, "quickstart")
+    run_folder = sorted((folder / "results" / "quickstart").iterdir())[-1]
+    seeds = pd.read_csv(run_folder / SEEDS_CSV)
+    assert len(configurations) == 6 and len(seeds) == 18
+    for row in configurations:
+        mine = seeds[seeds.trial_id == row["trial_id"]].best_val_acc.to_numpy(dtype=float)
+        assert int(row["n"]) == 3 and float(row["best_val_acc_mean"]) == pytest.approx(mine.mean())
+        low, high = scipy.stats.t.interval(0.95, 2, loc=mine.mean(), scale=scipy.stats.sem(mine))
+        if mine.std() > 0:
+            assert (float(row["best_val_acc_ci_low"]), float(row["best_val_acc_ci_high"])) == pytest.approx((low, high))

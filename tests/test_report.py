@@ -59,10 +59,14 @@ def store(tmp_path_factory) -> dict:
     experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
     old = client.create_run(experiment_id, run_name="old", start_time=1000, tags={"raysweep.role": "sweep"})
     _log_trial(client, experiment_id, old.info.run_id, 9, ("rmsprop", "0.1", "completed", [(1, 1, 0.5, 0.5)]))
-    parent = client.create_run(experiment_id, run_name="sweep", start_time=1500, tags={"raysweep.role": "sweep"})
+    # Where Ray Tune kept the run, as raysweep.run tags it; its results folder is this (local) path.
+    sweep_key = str(root / "results" / EXPERIMENT / "2026-11-29_10-00-00")
+    parent = client.create_run(experiment_id, run_name="sweep", start_time=1500,
+                               tags={"raysweep.role": "sweep", "raysweep.sweep_key": sweep_key})
     client.log_param(parent.info.run_id, "searched", json.dumps(["optimizer", "lr"]))
     children = [_log_trial(client, experiment_id, parent.info.run_id, i, t) for i, t in enumerate(TRIALS)]
-    return {"uri": uri, "parent": parent.info.run_id, "old_parent": old.info.run_id, "children": children}
+    return {"uri": uri, "parent": parent.info.run_id, "old_parent": old.info.run_id, "children": children,
+            "results": Path(sweep_key)}
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +177,12 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_rebuilds_the_report_from_mlflow_and_logs_it_to_the_sweep_run(store, tmp_path):
     result = _run_cli(EXPERIMENT, "--tracking-uri", store["uri"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    out = tmp_path / "results" / EXPERIMENT / "report"
-    assert f"results/{EXPERIMENT}/report" in result.stdout  # it says where it wrote
+    out = store["results"] / "report"  # the reported run's own results folder, beside its trials.csv
+    assert f"files to {out}\n" in result.stdout  # it says where it wrote
+    # Two runs of the sweep are recorded: it says which one it reported, and how to choose the other.
+    assert (f"reporting sweep run {store['parent']}, the latest of 2 runs of '{EXPERIMENT}' (choose another with "
+            "--parent-run-id)") in result.stdout
+    assert not (tmp_path / "results").exists()
     assert len(pd.read_csv(out / "summary.csv")) == len(TRIALS)
     assert _is_png(out / "learning_curves.png")
     client = MlflowClient(tracking_uri=store["uri"])
@@ -241,3 +249,34 @@ def test_leaders_lists_ties_together_and_skips_missing_values():
     assert report.leaders(values) == "adam, rmsprop (0.9000)"
     assert report.leaders(values, highest=False, fmt="{:.1f}") == "sgd (0.5)"
     assert report.leaders(values[["failed"]]) == "no trial (no values)"
+
+
+def test_cli_reports_a_misspelt_experiment_with_the_closest_name_and_those_that_exist(store, capfd):
+    code = report.main(["optimizer_demo", "--tracking-uri", store["uri"], "--no-log"])
+    err = capfd.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"no MLflow experiment named 'optimizer_demo' at {store['uri']}; did you mean `{EXPERIMENT}`? " in err
+    assert EXPERIMENT in err.strip().split("experiments there: ")[1].split(", ")
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///{tmp}/no_store.db", "{tmp}/no_mlruns", "file://{tmp}/no_mlruns"])
+def test_cli_never_creates_an_empty_store(tmp_path, capfd, uri):
+    uri = uri.format(tmp=tmp_path)
+    code = report.main([EXPERIMENT, "--tracking-uri", uri])
+    err = capfd.readouterr().err
+    assert code == 2 and err.startswith(f"raysweep.report: error: no MLflow store at {uri}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_without_a_store_in_the_current_folder_creates_none(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert report.main([EXPERIMENT]) == 2
+    assert "no MLflow store at" in capfd.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_a_run_recorded_without_its_storage_key_gets_a_folder_of_its_own(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert report.main([EXPERIMENT, "--tracking-uri", store["uri"], "--parent-run-id", store["old_parent"],
+                        "--no-log"]) == 0
+    assert (tmp_path / "results" / EXPERIMENT / store["old_parent"] / "report" / "summary.csv").is_file()
