@@ -112,8 +112,8 @@ def test_each_configuration_has_a_nested_run_per_seed_and_its_mean_and_std(repea
     trials = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'trial'")
     assert len(trials) == 6
     for trial in trials:
-        seeds = client.search_runs([experiment.experiment_id],
-                                   f"tags.`mlflow.parentRunId` = '{trial.info.run_id}' AND tags.`raysweep.role` = 'seed'")
+        nested = f"tags.`mlflow.parentRunId` = '{trial.info.run_id}' AND tags.`raysweep.role` = 'seed'"
+        seeds = client.search_runs([experiment.experiment_id], nested)
         assert sorted(run.data.tags["raysweep.seed"] for run in seeds) == ["0", "1", "2"]
         mean = [m.value for m in client.get_metric_history(trial.info.run_id, "val_acc")]
         curves = [[m.value for m in client.get_metric_history(run.info.run_id, "val_acc")] for run in seeds]
