@@ -1,13 +1,18 @@
 """The sweep's parent run in MLflow: opened before fit(), closed after it with the summary, the best trial's model
-and the report. raysweep.tracking_callback.MlflowTrialCallback turns Ray Tune's trial events into the child runs.
+and the report, or ended FAILED with every open trial run when the sweep fails (`failing_cleanly`).
+raysweep.tracking_callback.MlflowTrialCallback turns Ray Tune's trial events into the child runs.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +36,83 @@ from raysweep.mlflow_runs import (
     search_runs,
     short_http,
 )
+from raysweep.sweep import Sweep, domain_text, varied_names
 
 if TYPE_CHECKING:
     import numpy
     import torch
+
+    from raysweep.data import Dataset
+
+ERROR_LOG = "raysweep-error.log"  # in the results folder: the traceback of a sweep that failed after it started
+
+
+class SweepFailedError(Exception):
+    """The sweep failed after its run opened; every open run was ended. The message is one line for the user."""
+
+
+def sweep_params(sweep: Sweep, *, dataset: Dataset) -> dict[str, str]:
+    """What the parent run records as params: the space, the searcher and scheduler, the budget, and the data split
+    (data set, val_size, val_pick, subset, seed, the sizes and a sha256 of the data read) that rebuilds any trial."""
+    params = {f"space.{key}": domain_text(domain) for key, domain in sweep.space.items()}
+    params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
+    keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
+            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "subset", "val_size", "val_pick")
+    params |= {key: str(getattr(sweep, key)) for key in keys}
+    params["searched"] = json.dumps(varied_names(sweep))
+    if sweep.trials:
+        params["trials"] = json.dumps(list(sweep.trials), default=str)[:6000]  # MLflow caps a param's length
+    params["data.sha256"] = dataset.sha256
+    params |= {f"data.{split}": str(len(getattr(dataset, f"y_{split}"))) for split in ("train", "val", "test")}
+    return params
+
+
+@contextmanager
+def failing_cleanly(sweep_run: SweepRun, *, log_file: Path) -> Iterator[None]:
+    """Whatever escapes the block ends every open run of the sweep: FAILED for an exception, whose traceback goes to
+    log_file (a temporary file if that cannot be written) and which becomes a SweepFailedError with one line;
+    KILLED, tagged interrupted, for Ctrl-C, which goes on up."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        end_open_runs(sweep_run, run_status="KILLED", status="interrupted")
+        raise
+    except Exception as exc:
+        where = _write_traceback(log_file, fallback=f"raysweep-error-{sweep_run.run_id}.log")
+        problems = end_open_runs(sweep_run, run_status="FAILED", status="failed")
+        ended = "its MLflow runs were ended FAILED" if not problems else f"MLflow runs not all ended: {problems[0]}"
+        raise SweepFailedError(f"the sweep failed after it started: {type(exc).__name__}: {one_line(exc)}; "
+                               f"{ended}; full traceback in {where}") from None
+
+
+def _write_traceback(log_file: Path, *, fallback: str) -> Path:
+    text = traceback.format_exc()
+    for path in (log_file, Path(tempfile.gettempdir()) / fallback):  # the results folder may be what failed
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path("(nowhere: neither the results folder nor the temporary folder could be written)")
+
+
+def end_open_runs(sweep_run: SweepRun, *, run_status: str, status: str) -> list[str]:
+    """End the sweep's child runs still RUNNING (tagged `status`, and as stop reason) and the sweep run itself, all
+    with run_status. Returns one line per failure; never raises for MLflow errors."""
+    client, failures = MlflowClient(sweep_run.tracking_uri), []
+    for child in child_runs(client, sweep_run, status="RUNNING", on_error=failures):
+        try:
+            with short_http():
+                end_run(client, child.info.run_id, status=status, run_status=run_status, stop_reason=status)
+        except Exception as exc:
+            failures.append(f"trial run {child.info.run_id}: {one_line(exc)}")
+    try:
+        with short_http():
+            client.set_terminated(sweep_run.run_id, status=run_status)
+    except Exception as exc:
+        failures.append(f"sweep run {sweep_run.run_id}: {one_line(exc)}")
+    return failures
 
 
 def runtime_tags() -> dict[str, str]:
