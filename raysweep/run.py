@@ -125,7 +125,7 @@ def run(
     """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
     from ray import tune
 
-    from raysweep import results, storage, tracking, train
+    from raysweep import failures, results, storage, tracking, train
     from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
     from raysweep.trial_log import LOG_FILE
 
@@ -151,7 +151,7 @@ def run(
     )
 
     # From here on any failure ends every open run of this sweep FAILED, its traceback beside the results.
-    with tracking.failing_cleanly(sweep_run, log_file=results_dir / tracking.ERROR_LOG):
+    with failures.failing_cleanly(sweep_run, log_file=results_dir / failures.ERROR_LOG):
         # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
         trainable = tune.with_resources(
             tune.with_parameters(train.trainable, data=dataset), {"cpu": sweep.cpu, "gpu": sweep.gpu}
@@ -278,13 +278,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. The sweep, then the summary and the exit code. A failure after the sweep run opened says in one line what
     #    failed and where its traceback is (tracking.failing_cleanly has ended the open runs).
-    from raysweep import console, tracking
+    from raysweep import console, failures
 
     started = time.time()
     try:
         outcome = run(sweep, dataset=ready.dataset, sweep_file=args.sweep_file, storage_path=ready.storage_path,
                       previous=ready.previous, tracking_uri=ready.tracking_uri)
-    except tracking.SweepFailedError as exc:
+    except failures.SweepFailedError as exc:
         print(f"raysweep.run: error: {exc}", file=sys.stderr)
         return FAILED
     except KeyboardInterrupt:  # Ctrl-C outside Tune's own handling (which ends fit() with trials interrupted)

@@ -1,6 +1,6 @@
 """The sweep's parent run in MLflow: opened before fit(), closed after it with the summary, the best trial's model
-and the report, or ended FAILED with every open trial run when the sweep fails (`failing_cleanly`).
-raysweep.tracking_callback.MlflowTrialCallback turns Ray Tune's trial events into the child runs.
+and the report (or by raysweep.failures when the sweep fails). raysweep.tracking_callback.MlflowTrialCallback turns
+Ray Tune's trial events into the child runs.
 """
 
 from __future__ import annotations
@@ -8,11 +8,8 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-import tempfile
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +41,6 @@ if TYPE_CHECKING:
 
     from raysweep.data import Dataset
 
-ERROR_LOG = "raysweep-error.log"  # in the results folder: the traceback of a sweep that failed after it started
-
-
-class SweepFailedError(Exception):
-    """The sweep failed after its run opened; every open run was ended. The message is one line for the user."""
-
-
 def sweep_params(sweep: Sweep, *, dataset: Dataset) -> dict[str, str]:
     """What the parent run records as params: the space, the searcher and scheduler, the budget, and the data split
     (data set, val_size, val_pick, subset, seed, the sizes and a sha256 of the data read) that rebuilds any trial."""
@@ -65,54 +55,6 @@ def sweep_params(sweep: Sweep, *, dataset: Dataset) -> dict[str, str]:
     params["data.sha256"] = dataset.sha256
     params |= {f"data.{split}": str(len(getattr(dataset, f"y_{split}"))) for split in ("train", "val", "test")}
     return params
-
-
-@contextmanager
-def failing_cleanly(sweep_run: SweepRun, *, log_file: Path) -> Iterator[None]:
-    """Whatever escapes the block ends every open run of the sweep: FAILED for an exception, whose traceback goes to
-    log_file (a temporary file if that cannot be written) and which becomes a SweepFailedError with one line;
-    KILLED, tagged interrupted, for Ctrl-C, which goes on up."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        end_open_runs(sweep_run, run_status="KILLED", status="interrupted")
-        raise
-    except Exception as exc:
-        where = _write_traceback(log_file, fallback=f"raysweep-error-{sweep_run.run_id}.log")
-        problems = end_open_runs(sweep_run, run_status="FAILED", status="failed")
-        ended = "its MLflow runs were ended FAILED" if not problems else f"MLflow runs not all ended: {problems[0]}"
-        raise SweepFailedError(f"the sweep failed after it started: {type(exc).__name__}: {one_line(exc)}; "
-                               f"{ended}; full traceback in {where}") from None
-
-
-def _write_traceback(log_file: Path, *, fallback: str) -> Path:
-    text = traceback.format_exc()
-    for path in (log_file, Path(tempfile.gettempdir()) / fallback):  # the results folder may be what failed
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            return path
-        except OSError:
-            continue
-    return Path("(nowhere: neither the results folder nor the temporary folder could be written)")
-
-
-def end_open_runs(sweep_run: SweepRun, *, run_status: str, status: str) -> list[str]:
-    """End the sweep's child runs still RUNNING (tagged `status`, and as stop reason) and the sweep run itself, all
-    with run_status. Returns one line per failure; never raises for MLflow errors."""
-    client, failures = MlflowClient(sweep_run.tracking_uri), []
-    for child in child_runs(client, sweep_run, status="RUNNING", on_error=failures):
-        try:
-            with short_http():
-                end_run(client, child.info.run_id, status=status, run_status=run_status, stop_reason=status)
-        except Exception as exc:
-            failures.append(f"trial run {child.info.run_id}: {one_line(exc)}")
-    try:
-        with short_http():
-            client.set_terminated(sweep_run.run_id, status=run_status)
-    except Exception as exc:
-        failures.append(f"sweep run {sweep_run.run_id}: {one_line(exc)}")
-    return failures
 
 
 def runtime_tags() -> dict[str, str]:
