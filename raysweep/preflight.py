@@ -127,8 +127,8 @@ def check_address(address: str, *, timeout_s: float = ADDRESS_TIMEOUT_S) -> None
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             pass
     except OSError as exc:
-        why = "no answer" if isinstance(exc, TimeoutError) else mlflow_runs.one_line(exc)
-        raise PreflightError(f"{rule}: it did not answer within {timeout_s:g} s ({why}); start the cluster "
+        why = f"no answer within {timeout_s:g} s" if isinstance(exc, TimeoutError) else mlflow_runs.one_line(exc)
+        raise PreflightError(f"{rule}, and connecting to it failed ({why}); start the cluster "
                              "(ray start --head / ray up) or fix the address") from None
 
 
