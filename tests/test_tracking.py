@@ -16,7 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from raysweep.tracking import (
+from raysweep.mlflow_runs import (
     ABANDONED,
     METRICS,
     PARENT,
@@ -26,12 +26,14 @@ from raysweep.tracking import (
     TRIAL_ID,
     SweepRun,
     TrackingUnavailableError,
-    abandon_unknown_trial_runs,
     check_reachable,
+    resolve_tracking_uri,
+)
+from raysweep.tracking import (
+    abandon_unknown_trial_runs,
     find_trial_run,
     finish_sweep_run,
     log_best_trial,
-    resolve_tracking_uri,
     start_sweep_run,
 )
 from raysweep.tracking_callback import MlflowTrialCallback
@@ -379,3 +381,23 @@ def test_tracking_uri_comes_from_the_option_then_the_environment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5999"
+
+
+def test_stop_reason_tag_tells_patience_from_the_scheduler(server_sweep, server):
+    from raysweep.mlflow_runs import STOP_REASON
+
+    sweep_run, *_ = server_sweep
+    tags = {r.data.params["optimizer"]: r.data.tags[STOP_REASON]
+            for r in children(MlflowClient(server.uri), sweep_run)}
+    # adagrad is stopped after epoch 1 by Tune (as ASHA would), with no flag of its own
+    assert tags == {"sgd": "max_epochs", "adam": "diverged", "rmsprop": "patience", "adagrad": "asha"}
+
+
+def test_child_params_hold_every_trial_setting_defaults_included(server_sweep, server):
+    from raysweep.config import TrialConfig
+
+    sweep_run, *_ = server_sweep
+    for run in children(MlflowClient(server.uri), sweep_run):
+        assert set(run.data.params) == set(TrialConfig().to_dict())
+        assert (run.data.params["init"], run.data.params["activation"], run.data.params["patience"]) == (
+            "he", "relu", "0")
