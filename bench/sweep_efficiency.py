@@ -54,7 +54,7 @@ def timed_trainable(config: dict, *, data: object) -> None:
     """raysweep's trainable, timestamped: entry, epoch starts, epoch ends and report returns, exit (unix seconds)."""
     from ray import tune
 
-    from raysweep import train
+    from raysweep import train, trainable
 
     if not hasattr(train, "bench_record"):  # once per worker process: reused workers keep their hooks
         run_trial, train_epoch = train.run_trial, train.train_epoch
@@ -69,12 +69,12 @@ def timed_trainable(config: dict, *, data: object) -> None:
                 yield item  # the trainable now saves the checkpoint and calls tune.report
                 train.bench_record["reported"].append(time.time())
 
-        train.train_epoch, train.run_trial = timed_train_epoch, timed_run_trial
+        train.train_epoch, trainable.run_trial = timed_train_epoch, timed_run_trial
     record = {"trial_id": tune.get_context().get_trial_id(), "pid": os.getpid(), "entry": time.time(),
               "epoch_starts": [], "epoch_ends": [], "reported": []}
     train.bench_record = record
     try:
-        train.trainable(config, data=data)
+        trainable.trainable(config, data=data)
     finally:
         record["exit"] = time.time()
         Path(LOG_DIR, f"{record['trial_id']}.json").write_text(json.dumps(record))
@@ -94,13 +94,13 @@ def sweep_process(workdir: Path, extra_args: list[str]) -> None:
     """Run the sweep as `python -m raysweep.run` would, with its phases timed and the trainable wrapped."""
     global LOG_DIR
     phases = {"main": [time.time()]}  # name -> [start, end], unix seconds
-    from raysweep import run, train
+    from raysweep import run, trainable
 
     LOG_DIR = str(workdir / "trials")
     Path(LOG_DIR).mkdir(parents=True)
     for owner, name in phase_functions():
         setattr(owner, name, _timed(getattr(owner, name), phases, name))
-    train.trainable = timed_trainable  # run.run looks it up at call time; workers import the original
+    trainable.trainable = timed_trainable  # run.run looks it up at call time; workers import the original
     if os.environ.get("BENCH_NO_MLFLOW"):
         from raysweep import tracking_callback
 

@@ -1,10 +1,16 @@
-"""The report's charts: training time, final validation loss and accuracy per trial, overlaid learning curves, a
-convergence plot per trial, and final accuracy against each searched parameter. `write_report` writes them all.
+"""The report's charts, drawn from plain data frames: training time, final validation loss and accuracy per trial,
+overlaid learning curves, a convergence plot per trial, and final accuracy against each searched parameter.
+
+`summary` has one row per trial, in the order the charts list them, with at least `run_id`, `label` and `status`
+(plus `epochs` and the plotted metric columns); `history` is long form: `run_id`, `epoch`, `metric`, `value`. Each
+chart function returns a matplotlib Figure; `write_charts` saves them all as PNG files. The short number and name
+formats live here too, so that the report's labels read as the charts do.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +21,52 @@ from matplotlib.figure import Figure  # Figure objects render with Agg and leave
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from raysweep.report import (
-    MARKED_STATUSES,
-    STATUS_STYLE,
-    SweepData,
-    _format,
-    _normalized,
-    _safe_name,
-    _short_number,
-)
-
 PANELS = (("train_loss", "train loss"), ("val_loss", "validation loss"),
           ("train_acc", "train accuracy"), ("val_acc", "validation accuracy"))
+# Statuses a reader must notice: their bars are hatched, their lines dashed, their names carry the status.
+MARKED_STATUSES = ("diverged", "failed", "interrupted")
+STATUS_STYLE = {"completed": ("o", "tab:blue"), "early_stopped": ("s", "tab:orange"),
+                "diverged": ("X", "tab:red"), "failed": ("v", "tab:gray"), "interrupted": ("P", "tab:purple")}
 
+
+# ---------------------------------------------------------------- formats
+
+def normalized(value) -> float | str | None:
+    """The value a param stands for, so that "0.001", "1e-3" and 0.001 compare equal; None when unset."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value in ("None", ""):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return str(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_value(value) -> str:
+    """A param value as a label shows it: text as it is, numbers by `short_number`."""
+    value = normalized(value)
+    return value if isinstance(value, str) else short_number(value)
+
+
+def short_number(x: float) -> str:
+    """64 -> "64", 0.01 -> "0.01", 0.001 -> "1e-3", 0.000316 -> "3.16e-4", 2e6 -> "2e6"."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == int(x) and abs(x) < 1e5:
+        return str(int(x))
+    if 1e-2 <= abs(x) < 1e5:
+        return f"{x:.3g}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def safe_name(text: str) -> str:
+    """Text as a file name: runs of anything but letters, digits, ".", "_" and "-" become one "_"."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "trial"
+
+
+# ---------------------------------------------------------------- what every chart shares
 
 @dataclass(frozen=True)
 class _Look:
@@ -50,29 +89,9 @@ class _Look:
         return cls(list(summary.run_id), list(summary.label), names, statuses, marked, colors)
 
 
-def write_report(data: SweepData, *, out_dir: Path) -> list[Path]:
-    """Write summary.csv and every chart under `out_dir`; returns the written paths."""
-    out_dir = Path(out_dir)
-    (out_dir / "convergence").mkdir(parents=True, exist_ok=True)
-    summary, look = data.summary, _Look.of(data.summary)
-    curves = {key: (h.epoch.to_numpy(), _finite_or_nan(h.value)) for key, h in
-              data.history.groupby(["run_id", "metric"])}
-    summary.to_csv(out_dir / "summary.csv", index=False)
-    paths = [out_dir / "summary.csv",
-             _bars(look, summary.wall_time_s, out_dir / "training_time.png",
-                   title="Training time per trial", xlabel="wall time (s, sum of epoch times)"),
-             _bars(look, summary.final_val_loss, out_dir / "final_val_loss.png",
-                   title="Final validation loss per trial (lower is better)", xlabel="val_loss at last epoch"),
-             _bars(look, summary.final_val_acc, out_dir / "final_val_acc.png",
-                   title="Final validation accuracy per trial (higher is better)", xlabel="val_acc at last epoch"),
-             _learning_curves(look, curves, out_dir / "learning_curves.png"),
-             *_convergence(look, summary, curves, out_dir / "convergence")]
-    for name in data.searched:
-        column = f"param.{name}" if f"param.{name}" in summary else name
-        if column in summary:
-            paths.append(_versus(look, summary[column], summary.final_val_acc, name=name,
-                                 path=out_dir / f"final_val_acc_vs_{_safe_name(name)}.png"))
-    return paths
+def _curves(history: pd.DataFrame) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(run_id, metric) -> (epochs, values), values finite or NaN."""
+    return {key: (h.epoch.to_numpy(), _finite_or_nan(h.value)) for key, h in history.groupby(["run_id", "metric"])}
 
 
 def _finite_or_nan(values: pd.Series) -> np.ndarray:
@@ -88,17 +107,55 @@ def _spans_decades(values: np.ndarray) -> bool:
     return values.size > 1 and bool((values > 0).all()) and values.max() / values.min() > 100
 
 
+def _file_names(labels: list[str]) -> list[str]:
+    """One file name per label, unique even where two labels sanitize alike ("a b" and "a_b")."""
+    names: list[str] = []
+    for i, label in enumerate(labels):
+        name = safe_name(label)
+        names.append(name if name not in names else f"{name}_{i}")
+    return names
+
+
+# ---------------------------------------------------------------- the charts
+
+def write_charts(summary: pd.DataFrame, history: pd.DataFrame, *, params: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Every chart as a PNG under `out_dir` (per-trial convergence plots in convergence/); returns the paths.
+
+    `params` holds the searched params, one column each, one row per trial: each gets a chart against val_acc.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "convergence").mkdir(parents=True, exist_ok=True)
+    figures = {
+        "training_time.png": bar_chart(summary, column="wall_time_s", title="Training time per trial",
+                                       xlabel="wall time (s, sum of epoch times)"),
+        "final_val_loss.png": bar_chart(summary, column="final_val_loss", xlabel="val_loss at last epoch",
+                                        title="Final validation loss per trial (lower is better)"),
+        "final_val_acc.png": bar_chart(summary, column="final_val_acc", xlabel="val_acc at last epoch",
+                                       title="Final validation accuracy per trial (higher is better)"),
+        "learning_curves.png": learning_curves(summary, history),
+    }
+    paths = [_save(figure, out_dir / name) for name, figure in figures.items()]
+    for run_id, name in zip(summary.run_id, _file_names(list(summary.label)), strict=True):
+        paths.append(_save(convergence(summary, history, run_id=run_id), out_dir / "convergence" / f"{name}.png"))
+    for name in params.columns:
+        paths.append(_save(accuracy_versus(summary, params[name]),
+                           out_dir / f"final_val_acc_vs_{safe_name(str(name))}.png"))
+    return paths
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     return path
 
 
-def _bars(look: _Look, values: pd.Series, path: Path, *, title: str, xlabel: str) -> Path:
+def bar_chart(summary: pd.DataFrame, *, column: str, title: str, xlabel: str) -> Figure:
+    """One horizontal bar per trial, first trial on top; marked trials hatched, non-finite values said in words."""
     # Horizontal bars: a trial's label reads left to right however many trials there are.
+    look = _Look.of(summary)
     n = len(look.names)
     fig = Figure(figsize=(9, 1.4 + 0.3 * n), layout="constrained")  # 0.3 inch per trial row
     ax = fig.subplots()
-    x = values.to_numpy(dtype=float)
+    x = summary[column].to_numpy(dtype=float)
     finite = np.isfinite(x)
     bars = ax.barh(np.arange(n), np.where(finite, x, 0.0), color=look.colors, edgecolor="black", linewidth=0.5)
     for bar, marked in zip(bars, look.marked, strict=True):
@@ -106,7 +163,7 @@ def _bars(look: _Look, values: pd.Series, path: Path, *, title: str, xlabel: str
             bar.set_hatch("///")
     for i in range(n):
         # A non-finite value has no bar; say so at the axis origin instead.
-        xy, text = ((x[i], i), f" {_short_number(x[i])}") if finite[i] else ((0, i), f" {x[i]} (not finite)")
+        xy, text = ((x[i], i), f" {short_number(x[i])}") if finite[i] else ((0, i), f" {x[i]} (not finite)")
         ax.annotate(text, xy, xycoords=("data" if finite[i] else "axes fraction", "data"), va="center", fontsize=8)
     if _spans_decades(x):
         ax.set_xscale("log")
@@ -115,7 +172,7 @@ def _bars(look: _Look, values: pd.Series, path: Path, *, title: str, xlabel: str
     ax.margins(x=0.18)
     ax.grid(axis="x", alpha=0.3)
     ax.set(title=title, xlabel=xlabel)
-    return _save(fig, path)
+    return fig
 
 
 def _plot_curve(ax, curve: tuple[np.ndarray, np.ndarray], *, marked: bool, dots: bool = True, **style) -> None:
@@ -135,7 +192,9 @@ def _style_axis(ax, *, title: str, ylabel: str, curves: list[np.ndarray]) -> Non
     ax.set(title=title, xlabel="epoch", ylabel=ylabel)
 
 
-def _learning_curves(look: _Look, curves: dict, path: Path) -> Path:
+def learning_curves(summary: pd.DataFrame, history: pd.DataFrame) -> Figure:
+    """Train and validation loss and accuracy of every trial, one panel each; marked trials dashed."""
+    look, curves = _Look.of(summary), _curves(history)
     columns = math.ceil(len(look.names) / 40)  # at most 40 names per legend column fit beside 8-inch-high plots
     legend_width = columns * (0.8 + 0.065 * max(map(len, look.names)))  # inches; ~0.065 inch per 8-pt character
     fig = Figure(figsize=(11 + legend_width, 8), layout="constrained")
@@ -151,36 +210,38 @@ def _learning_curves(look: _Look, curves: dict, path: Path) -> Path:
                for c, m in zip(look.colors, look.marked, strict=True)]
     fig.legend(handles, look.names, loc="outside right upper", ncols=columns, fontsize=8,
                title="trial (dashed: diverged, failed or\ninterrupted; X: last finite value)", title_fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
-def _convergence(look: _Look, summary: pd.DataFrame, curves: dict, folder: Path) -> list[Path]:
-    paths, used = [], set()
-    for i, run_id in enumerate(look.run_ids):
-        name = _safe_name(look.labels[i])
-        name = name if name not in used else f"{name}_{i}"  # "a b" and "a_b" would share a file
-        used.add(name)
-        fig = Figure(figsize=(11, 4.2))
-        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.2)  # fixed: no layout solver
-        for ax, kind in zip(fig.subplots(1, 2, sharex=True), ("loss", "acc"), strict=True):
-            drawn = []
-            for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
-                if (run_id, f"{split}_{kind}") in curves:
-                    curve = curves[run_id, f"{split}_{kind}"]
-                    _plot_curve(ax, curve, marked=look.marked[i], color=color, label=f"{split}_{kind}")
-                    drawn.append(curve[1])
-            if drawn:
-                ax.legend(fontsize=9)
-            else:
-                ax.text(0.5, 0.5, "no metrics logged", transform=ax.transAxes, ha="center")
-            _style_axis(ax, title={"loss": "loss", "acc": "accuracy"}[kind], ylabel=kind, curves=drawn)
-        fig.suptitle(f"{look.labels[i]}: {look.statuses[i]} after {summary.epochs.iloc[i]} epochs")
-        paths.append(_save(fig, folder / f"{name}.png"))
-    return paths
+def convergence(summary: pd.DataFrame, history: pd.DataFrame, *, run_id: str) -> Figure:
+    """One trial's train and validation loss (left) and accuracy (right) per epoch."""
+    look = _Look.of(summary)
+    i = look.run_ids.index(run_id)
+    curves = _curves(history[history.run_id == run_id])
+    fig = Figure(figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.2)  # fixed: no layout solver
+    for ax, kind in zip(fig.subplots(1, 2, sharex=True), ("loss", "acc"), strict=True):
+        drawn = []
+        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            if (run_id, f"{split}_{kind}") in curves:
+                curve = curves[run_id, f"{split}_{kind}"]
+                _plot_curve(ax, curve, marked=look.marked[i], color=color, label=f"{split}_{kind}")
+                drawn.append(curve[1])
+        if drawn:
+            ax.legend(fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "no metrics logged", transform=ax.transAxes, ha="center")
+        _style_axis(ax, title={"loss": "loss", "acc": "accuracy"}[kind], ylabel=kind, curves=drawn)
+    fig.suptitle(f"{look.labels[i]}: {look.statuses[i]} after {summary.epochs.iloc[i]} epochs")
+    return fig
 
 
-def _versus(look: _Look, values: pd.Series, accuracy: pd.Series, *, name: str, path: Path) -> Path:
-    y = accuracy.to_numpy(dtype=float)
+def accuracy_versus(summary: pd.DataFrame, values: pd.Series) -> Figure:
+    """Each trial's final val_acc against its value of one param (`values`, named after it), marked by status:
+    a scatter for numbers (log axis when they span decades), a box per category otherwise."""
+    name = str(values.name)
+    look = _Look.of(summary)
+    y = summary.final_val_acc.to_numpy(dtype=float)
     shown = np.where(np.isfinite(y), y, 0.0)  # a trial without a finite val_acc sits on the floor
     statuses = np.array(look.statuses)
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
@@ -191,7 +252,7 @@ def _versus(look: _Look, values: pd.Series, accuracy: pd.Series, *, name: str, p
         if _spans_decades(x):
             ax.set_xscale("log")
     else:
-        texts = np.array([_format(v) if _normalized(v) is not None else "(unset)" for v in values])
+        texts = np.array([format_value(v) if normalized(v) is not None else "(unset)" for v in values])
         categories = sorted(set(texts))
         fig = Figure(figsize=(max(6.0, 2 + 0.9 * len(categories)), 4.8), layout="constrained")
         ax = fig.subplots()
@@ -213,8 +274,4 @@ def _versus(look: _Look, values: pd.Series, accuracy: pd.Series, *, name: str, p
     ax.grid(alpha=0.3)
     ax.legend(title="status", fontsize=8)
     ax.set(title=f"Final validation accuracy vs {name}", xlabel=name, ylabel="final val_acc")
-    return _save(fig, path)
-
-
-# ---------------------------------------------------------------- MLflow artifacts and the command line
-
+    return fig

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from raysweep.mlflow_runs import STATUS, SweepRun, child_runs, end_run, one_line, short_http
+from raysweep.mlflow_runs import PARENT, STATUS, SweepRun, child_runs, end_run, one_line, search_runs, short_http
 
 ERROR_LOG = "raysweep-error.log"  # in the results folder: the traceback of a sweep that failed after it started
 
@@ -72,6 +72,13 @@ def end_open_runs(sweep_run: SweepRun, *, run_status: str, status: str) -> list[
     raises for MLflow errors."""
     client, failures = MlflowClient(sweep_run.tracking_uri), []
     children = child_runs(client, sweep_run, status=None, on_error=failures)
+    trial_ids = {child.info.run_id for child in children}
+    try:  # with repeats, each seed's run is nested under its configuration's trial run
+        with short_http():
+            running = search_runs(client, sweep_run.experiment_id, "attributes.status = 'RUNNING'")
+        children += [run for run in running if run.data.tags.get(PARENT) in trial_ids]
+    except Exception as exc:
+        failures.append(f"listing seed runs left RUNNING: {one_line(exc)}")
     for child in children:
         if child.info.status != "RUNNING" and child.data.tags.get(STATUS) != "interrupted":
             continue

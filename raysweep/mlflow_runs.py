@@ -27,6 +27,7 @@ ABANDONED = "abandoned"  # the status tag of a deleted orphan run: see tracking.
 ROLE, SWEEP_KEY, TRIAL_ID = "raysweep.role", "raysweep.sweep_key", "raysweep.trial_id"
 STATUS, STOPPED_EPOCH, PARENT = "raysweep.status", "raysweep.stopped_epoch", "mlflow.parentRunId"
 STOP_REASON = "raysweep.stop_reason"  # one of status.STOP_REASONS
+SEED = "raysweep.seed"  # on a seed's run nested under its configuration's run (repeats)
 
 # The callback must not stall the Tune loop: one retry, no backoff, 5 s per request (MLflow's
 # defaults are 7 retries with exponential backoff and 120 s, i.e. minutes per call when the server is down).
@@ -180,7 +181,7 @@ def local_store_folder(uri: str) -> Path | None:
         db_path = uri[len("sqlite:///") :]
         return None if db_path in ("", ":memory:") else Path(db_path).absolute().parent
     if uri.startswith("file:"):
-        from mlflow.utils.uri import local_file_uri_to_path
+        from mlflow.utils.file_utils import local_file_uri_to_path
 
         return Path(local_file_uri_to_path(uri)).absolute()
     return Path(uri).absolute() if "://" not in uri and not uri.startswith("databricks") else None

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from raysweep.train import TrialConfig
+    from raysweep.config import TrialConfig
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -184,8 +184,6 @@ MODELS = {"mlp": _build_mlp, "cae_mlp": _build_cae_mlp}
 
 def build_model(config: TrialConfig, *, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The model the config names, initialised by its `init` scheme from the current torch seed."""
-    if config.model not in MODELS:
-        raise ValueError(f"`model` must be one of {sorted(MODELS)}, but got model={config.model!r}")
     model = MODELS[config.model](config, tuple(input_shape), num_classes)
     init_weights(model, scheme=config.init)
     return model

@@ -1,8 +1,9 @@
 """The comparison report of a sweep, rebuilt from its MLflow record alone.
 
-`collect` reads the sweep's parent run, its trial runs and their metric histories; `write_report` writes the
-summary table and the charts; `log_report` attaches them to the parent run under report/.
-`python -m raysweep.report EXPERIMENT_NAME` does all three.
+`collect` reads the sweep's parent run, its trial runs and their metric histories into a `SweepRecord`;
+`write_report` writes the summary table and the charts of raysweep.charts; `log_report` attaches them to the parent
+run under report/. `python -m raysweep.report EXPERIMENT_NAME` does all three. The study notebooks read a sweep
+through `collect` too, with the small helpers below it (`SweepRecord.param`, `.curves`, `.relabelled`, `leaders`).
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient, get_tracking_uri
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+
+from raysweep import charts
+from raysweep.charts import format_value, normalized, safe_name
 
 ROLE_TAG, STATUS_TAG, STOPPED_TAG, TRIAL_ID_TAG = (
     "raysweep.role", "raysweep.status", "raysweep.stopped_epoch", "raysweep.trial_id")
@@ -30,10 +34,6 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "recon_loss", "val_recon_loss")
 # Categorical choices that name a trial by themselves, so their value leads its label without a key.
 LEAD_PARAMS = ("optimizer", "regularizer")
-# Statuses a reader must notice: their bars are hatched, their lines dashed, their names carry the status.
-MARKED_STATUSES = ("diverged", "failed", "interrupted")
-STATUS_STYLE = {"completed": ("o", "tab:blue"), "early_stopped": ("s", "tab:orange"),
-                "diverged": ("X", "tab:red"), "failed": ("v", "tab:gray"), "interrupted": ("P", "tab:purple")}
 
 
 class SweepNotFound(LookupError):
@@ -41,7 +41,7 @@ class SweepNotFound(LookupError):
 
 
 @dataclass(frozen=True)
-class SweepData:
+class SweepRecord:
     """One execution of a sweep as MLflow recorded it, trials in trial-id order."""
 
     summary: pd.DataFrame  # one row per trial: ids, label, status, epochs, wall time, final metrics, params
@@ -49,12 +49,32 @@ class SweepData:
     searched: tuple[str, ...]  # parameter names the sweep searched over
     experiment_name: str = ""
     parent_run_id: str = ""
+    sweep_run: Run | None = None  # the parent run itself: the sweep's settings, its times, its best
+
+    def param(self, name: str) -> pd.Series:
+        """One trial param per trial, typed; NaN where no trial logged it. (A param named like a summary column
+        sits under "param.<name>".)"""
+        column = f"param.{name}" if f"param.{name}" in self.summary else name
+        if column not in self.summary:
+            return pd.Series(math.nan, index=self.summary.index, name=name)
+        return self.summary[column].rename(name)
+
+    def curves(self) -> pd.DataFrame:
+        """The history wide: one row per (label, epoch), one column per metric."""
+        return self.history.pivot(index=["label", "epoch"], columns="metric", values="value").sort_index()
+
+    def relabelled(self, names: Sequence[str]) -> SweepRecord:
+        """The same record with each trial labelled by its entry of `names` (e.g. the run names), repeats numbered."""
+        labels = numbered(names)
+        by_run = dict(zip(self.summary.run_id, labels, strict=True))
+        return replace(self, summary=self.summary.assign(label=labels),
+                       history=self.history.assign(label=self.history.run_id.map(by_run)))
 
 
 # ---------------------------------------------------------------- reading the record
 
 def collect(*, experiment_name: str, tracking_uri: str | None = None,
-            parent_run_id: str | None = None) -> SweepData:
+            parent_run_id: str | None = None) -> SweepRecord:
     """Read one execution of a sweep (the latest unless `parent_run_id` is given) from MLflow."""
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
@@ -81,8 +101,8 @@ def collect(*, experiment_name: str, tracking_uri: str | None = None,
     # A param named like a summary column (e.g. "epochs") keeps its value under "param.<name>".
     params = params.rename(columns={c: f"param.{c}" for c in params.columns if c in summary.columns})
     summary = pd.concat([summary, params], axis=1)
-    return SweepData(summary=summary, history=history.drop(columns="timestamp"), searched=searched,
-                     experiment_name=experiment_name, parent_run_id=pid)
+    return SweepRecord(summary=summary, history=history.drop(columns="timestamp"), searched=searched,
+                       experiment_name=experiment_name, parent_run_id=pid, sweep_run=parent)
 
 
 def _parent_run(client: MlflowClient, experiment_id: str, name: str, run_id: str | None):
@@ -128,7 +148,7 @@ def _searched(logged: str | None, params: pd.DataFrame) -> tuple[str, ...]:
         names = None
     if isinstance(names, list) and names:
         return tuple(str(name) for name in names)
-    return tuple(c for c in params.columns if len({_normalized(v) for v in params[c]}) > 1)
+    return tuple(c for c in params.columns if len({normalized(v) for v in params[c]}) > 1)
 
 
 def _history(client: MlflowClient, runs: list, labels: list[str]) -> pd.DataFrame:
@@ -172,65 +192,54 @@ def _summary_row(run, label: str, history: pd.DataFrame) -> dict:
 
 def label_trials(params: pd.DataFrame) -> list[str]:
     """One short, unique label per row, built from the parameters that vary across rows."""
-    varying = [c for c in params.columns if len({_normalized(v) for v in params[c]}) > 1]
+    varying = [c for c in params.columns if len({normalized(v) for v in params[c]}) > 1]
     # With nothing varying (a single trial), the optimizer and regularizer still say what it was.
     leads = [c for c in LEAD_PARAMS if c in (varying or params.columns)]
     keyed = [c for c in varying if c not in leads]
     short = [c.rsplit(".", 1)[-1] for c in keyed]
     # "optimizer.momentum" reads as "momentum" unless two varying params would then share a key.
     keys = [s if short.count(s) == 1 and s not in LEAD_PARAMS else c for s, c in zip(short, keyed, strict=True)]
-    labels: list[str] = []
+    labels = []
     for _, row in params.iterrows():
-        parts = [_format(row[c]) for c in leads if _normalized(row[c]) is not None]
-        parts += [f"{k}={_format(row[c])}" for k, c in zip(keys, keyed, strict=True) if _normalized(row[c]) is not None]
-        label = base = " ".join(parts) or "trial"
-        repeat = 1
-        while label in labels:  # same params (a repeated grid point): "adam", "adam #2", "adam #3"
+        parts = [format_value(row[c]) for c in leads if normalized(row[c]) is not None]
+        parts += [f"{k}={format_value(row[c])}" for k, c in zip(keys, keyed, strict=True)
+                  if normalized(row[c]) is not None]
+        labels.append(" ".join(parts) or "trial")
+    return numbered(labels)
+
+
+def numbered(labels: Sequence[str]) -> list[str]:
+    """Labels made unique in order: a repeat (a repeated grid point) gets a number, "adam", "adam #2", "adam #3"."""
+    unique: list[str] = []
+    for base in labels:
+        label, repeat = base, 1
+        while label in unique:
             repeat += 1
             label = f"{base} #{repeat}"
-        labels.append(label)
-    return labels
+        unique.append(label)
+    return unique
 
 
-def _normalized(value) -> float | str | None:
-    """The value a param stands for, so that "0.001", "1e-3" and 0.001 compare equal; None when unset."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value in ("None", ""):
-        return None
-    if isinstance(value, bool | np.bool_):
-        return str(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
+def leaders(values: pd.Series, *, highest: bool = True, fmt: str = "{:.4f}") -> str:
+    """The trial(s) with the highest (or lowest) value, ties listed together: "adam, rmsprop (0.9812)"."""
+    values = values.dropna()
+    if values.empty:
+        return "no trial (no values)"
+    extreme = values.max() if highest else values.min()
+    return f"{', '.join(map(str, values.index[values == extreme]))} ({fmt.format(extreme)})"
 
 
-def _format(value) -> str:
-    value = _normalized(value)
-    return value if isinstance(value, str) else _short_number(value)
+# ---------------------------------------------------------------- writing and logging the report
 
-
-def _short_number(x: float) -> str:
-    """64 -> "64", 0.01 -> "0.01", 0.001 -> "1e-3", 0.000316 -> "3.16e-4", 2e6 -> "2e6"."""
-    if not math.isfinite(x):
-        return str(x)
-    if x == int(x) and abs(x) < 1e5:
-        return str(int(x))
-    if 1e-2 <= abs(x) < 1e5:
-        return f"{x:.3g}"
-    mantissa, exponent = f"{x:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "trial"
-
-# ---------------------------------------------------------------- charts
-
-def write_report(data: SweepData, *, out_dir: Path) -> list[Path]:
+def write_report(record: SweepRecord, *, out_dir: Path) -> list[Path]:
     """summary.csv and every chart of raysweep.charts into out_dir; returns the written paths."""
-    from raysweep import charts  # charts imports this module's record types
-
-    return charts.write_report(data, out_dir=out_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record.summary.to_csv(out_dir / "summary.csv", index=False)
+    logged = [name for name in record.searched if name in record.summary or f"param.{name}" in record.summary]
+    params = pd.DataFrame({name: record.param(name) for name in logged}, index=record.summary.index)
+    return [out_dir / "summary.csv",
+            *charts.write_charts(record.summary, record.history, params=params, out_dir=out_dir)]
 
 
 def log_report(paths: Sequence[Path], *, tracking_uri: str | None, parent_run_id: str,
@@ -254,23 +263,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: ./results/<experiment>/report")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep run")
     args = parser.parse_args(argv)
-    out_dir = args.out or Path("results") / _safe_name(args.experiment) / "report"
+    out_dir = args.out or Path("results") / safe_name(args.experiment) / "report"
     try:
-        data = collect(experiment_name=args.experiment, tracking_uri=args.tracking_uri,
+        record = collect(experiment_name=args.experiment, tracking_uri=args.tracking_uri,
                        parent_run_id=args.parent_run_id)
     except (SweepNotFound, MlflowException) as error:
         print(f"raysweep.report: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
-    paths = write_report(data, out_dir=out_dir)
+    paths = write_report(record, out_dir=out_dir)
     print(f"wrote {len(paths)} files to {out_dir}")
     if not args.no_log:
         try:
-            log_report(paths, tracking_uri=args.tracking_uri, parent_run_id=data.parent_run_id, out_dir=out_dir)
+            log_report(paths, tracking_uri=args.tracking_uri, parent_run_id=record.parent_run_id, out_dir=out_dir)
         except MlflowException as error:
-            print(f"raysweep.report: error: logging to run {data.parent_run_id} failed: "
+            print(f"raysweep.report: error: logging to run {record.parent_run_id} failed: "
                   f"{str(error).splitlines()[0]}", file=sys.stderr)
             return 2
-        print(f"logged them to run {data.parent_run_id} under report/")
+        print(f"logged them to run {record.parent_run_id} under report/")
     return 0
 
 

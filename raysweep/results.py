@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from raysweep import report, storage, tracking, train, trial_log
+from raysweep import report, storage, tracking, train, trainable, trial_log
 from raysweep.config import TrialConfig, flatten
 from raysweep.mlflow_runs import SweepRun, short_http, trial_label
 from raysweep.status import best_of, epoch_of, status_of, stop_reason_of
 from raysweep.sweep import Sweep, is_finite_number
-from raysweep.tracking_callback import ExperimentEnd
+from raysweep.trial_log import ExperimentEnd
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -229,6 +229,6 @@ def evaluate_on_test(result: Result, *, dataset: Dataset, metric: str, mode: str
     checkpoint = checkpoint or result.checkpoint
     metrics = next((m for c, m in result.best_checkpoints if c.path == checkpoint.path), {})
     with checkpoint.as_directory() as folder:
-        model = train.load_model(folder, config, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+        model = trainable.load_model(folder, config, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     x, y = train.to_tensors(dataset, dataset.x_test, dataset.y_test, device="cpu")
     return model, train.evaluate(model, x, y, prefix="test"), (epoch_of(metrics) if metrics else None)

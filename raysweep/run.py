@@ -50,17 +50,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's, sqlite:///mlflow.db)")
     parser.add_argument("--data-dir", help="data root (default: $RAYSWEEP_DATA_DIR, else ~/.cache/raysweep/data)")
     parser.add_argument("--seed", type=int, help="seed for the searcher and the trials")
+    parser.add_argument("--repeats", type=int, help="seeds per configuration (seed, seed+1, ...); the searcher and "
+                        "ASHA see their mean")
     return parser.parse_args(argv)
 
 
 def resolve_sweep(args: argparse.Namespace) -> Sweep:
     """The sweep file with every command-line option applied, validated once; then the options' own checks."""
-    options = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
+    options = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed,
+               "repeats": args.repeats}
     sweep = resolve(args.sweep_file, options=options, assignments=args.overrides, smoke=args.smoke)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise SweepError(f"`--data-dir` must be an existing folder, but got --data-dir={args.data_dir!r}")
     address = args.address or os.environ.get("RAY_ADDRESS")
-    if sweep.gpu > 0 and not address:
+    if sweep.gpu != "auto" and sweep.gpu > 0 and not address:
         import torch
 
         if torch.cuda.device_count() < sweep.gpu:
@@ -77,57 +80,39 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(USAGE_ERROR)
 
 
-class InfeasibleError(Exception):
-    """The cluster can never give a trial what the sweep asks for."""
+def connect(sweep: Sweep, *, address: str | None) -> float:
+    """Start a local Ray on all cores, or join a cluster; fail now if no node can ever host a trial.
 
-
-def connect(sweep: Sweep, *, address: str | None) -> None:
-    """Start a local Ray on all cores, or join a cluster; fail now if no node can ever host a trial."""
+    Returns the GPU share each trial asks for (`gpu="auto"` resolved against what the cluster has or can start)."""
     import ray
 
+    from raysweep import resources
+
     ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    best_cpu = max((node.get("CPU", 0) for node in nodes), default=0)
-    best_gpu = max((node.get("GPU", 0) for node in nodes), default=0)
-    scalable = _autoscaler_node_types()
-    best_cpu = max([best_cpu, *(t.get("CPU", 0) for t in scalable)])
-    best_gpu = max([best_gpu, *(t.get("GPU", 0) for t in scalable)])
-    for name, need, best in (("cpu", sweep.cpu, best_cpu), ("gpu", sweep.gpu, best_gpu)):
-        if need > best:
-            ray.shutdown()
-            raise InfeasibleError(
-                f"`{name}` per trial must fit on one node, but got {name}={need:g} and the largest node "
-                f"(running or that the autoscaler can start) has {best:g}; trials would wait forever"
-            )
-
-
-def _autoscaler_node_types() -> list[dict]:
-    """Resources of the node types a `ray up` cluster can scale to.
-
-    `ray up` leaves the autoscaler's config on the head as ~/ray_bootstrap_config.yaml, and the driver runs on the
-    head: GPU workers that are scaled to zero right now still count as feasible. None on a local or fixed cluster.
-    """
-    import yaml
-
-    config_file = Path("~/ray_bootstrap_config.yaml").expanduser()
-    if not config_file.is_file():
-        return []
-    node_types = (yaml.safe_load(config_file.read_text()) or {}).get("available_node_types", {})
-    return [dict(t.get("resources", {})) for t in node_types.values() if t.get("max_workers", 1) > 0]
+    capacity = resources.cluster_capacity()
+    gpu = resources.trial_gpu(sweep.gpu, capacity=capacity)
+    try:
+        resources.check_feasible(cpu=sweep.cpu, gpu=gpu, capacity=capacity)
+    except resources.InfeasibleError:
+        ray.shutdown()
+        raise
+    return gpu
 
 
 EXPERIMENT_END_FILE = "experiment_end.json"  # the trial callback's last word: see tracking_callback.ExperimentEnd
 
 
 def run(
-    sweep: Sweep, *, dataset: Dataset, sweep_file: Path, storage_path: str, previous: str | None, tracking_uri: str
+    sweep: Sweep, *, dataset: Dataset, sweep_file: Path, storage_path: str, previous: str | None, tracking_uri: str,
+    gpu: float,
 ) -> Outcome:
-    """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow."""
+    """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow; each trial asks Ray for
+    `sweep.cpu` CPUs and `gpu` (the resolved share) of a GPU."""
     from ray import tune
 
-    from raysweep import failures, results, storage, tracking, train
-    from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
-    from raysweep.trial_log import LOG_FILE
+    from raysweep import failures, results, storage, tracking, trainable
+    from raysweep.tracking_callback import MlflowTrialCallback
+    from raysweep.trial_log import LOG_FILE, ExperimentEnd
 
     # 1. Where this run lives: its folder in the storage, and its results folder on this machine.
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -143,7 +128,7 @@ def run(
         tracking_uri=tracking_uri,
         experiment_name=sweep.name,
         sweep_key=run_path,
-        params=tracking.sweep_params(sweep, dataset=dataset),
+        params=tracking.sweep_params(sweep, dataset=dataset) | {"gpu_per_trial": str(gpu)},
         tags=tracking.source_tags(sweep_file),
         artifacts={sweep_file.name: sweep_file.read_text(),
                    "resolved_sweep.json": json.dumps(sweep.to_dict(), default=str)},
@@ -153,9 +138,8 @@ def run(
     # From here on any failure ends every open run of this sweep FAILED, its traceback beside the results.
     with failures.failing_cleanly(sweep_run, log_file=results_dir / failures.ERROR_LOG):
         # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
-        trainable = tune.with_resources(
-            tune.with_parameters(train.trainable, data=dataset), {"cpu": sweep.cpu, "gpu": sweep.gpu}
-        )
+        trial = tune.with_resources(tune.with_parameters(trainable.trainable, data=dataset, repeats=sweep.repeats),
+                                    {"cpu": sweep.cpu, "gpu": gpu})
 
         # 4. The one Tuner: the saved one on --resume (with its own copy of the callback), else a new one.
         callback = MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file,
@@ -164,11 +148,11 @@ def run(
             repaired = storage.repair_searcher_state(run_path, search_algorithm(sweep)[0])
             if repaired:
                 print(f"warning: {repaired}", file=sys.stderr)
-            tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
+            tuner = tune.Tuner.restore(run_path, trainable=trial, resume_errored=True)
         else:
             searcher, param_space = search_algorithm(sweep)
             tuner = tune.Tuner(
-                trainable,
+                trial,
                 param_space=param_space,
                 tune_config=tune.TuneConfig(
                     metric=sweep.metric,
@@ -252,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. What the sweep needs from outside, checked before Ray starts and any MLflow run opens (see preflight). A dry
     #    run takes these same checks: it passes exactly when the real run would get past its start.
-    from raysweep import preflight
+    from raysweep import preflight, resources
     address = args.address or os.environ.get("RAY_ADDRESS")
     try:
         ready = preflight.check(sweep, tracking_uri=args.tracking_uri, storage_option=args.storage, address=address,
@@ -263,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
     try:
         if not args.dry_run or address:  # joining a cluster starts nothing; a local Ray is only started for real
-            connect(sweep, address=address)
-    except InfeasibleError as exc:
+            gpu = connect(sweep, address=address)
+    except resources.InfeasibleError as exc:
         fail(str(exc))
     except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
         fail(f"`--address` must name a running Ray cluster, but got --address={address!r}: {exc}")
@@ -283,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         outcome = run(sweep, dataset=ready.dataset, sweep_file=args.sweep_file, storage_path=ready.storage_path,
-                      previous=ready.previous, tracking_uri=ready.tracking_uri)
+                      previous=ready.previous, tracking_uri=ready.tracking_uri, gpu=gpu)
     except failures.SweepFailedError as exc:
         print(f"raysweep.run: error: {exc}", file=sys.stderr)
         return FAILED

@@ -84,8 +84,9 @@ class Sweep:
     max_epochs: int = 10  # per trial; ASHA's max_t
     max_concurrent: int = 0  # 0: as many as the resources allow
     cpu: float = 1.0  # per trial
-    gpu: float = 0.0  # per trial; a fraction lets several trials share one GPU
+    gpu: float | str = "auto"  # per trial, at most 1; "auto": a quarter GPU where the cluster has GPUs, else none
     seed: int = 0  # seeds the searcher and every trial
+    repeats: int = 1  # seeds per configuration (seed, seed + 1, ...): the searcher and ASHA see their mean
     points_to_evaluate: tuple[dict[str, Any], ...] = ()  # flat configs tried first (tpe, random)
     # Grid search over named cases instead of (or times) a product: each dict is one trial's settings beyond `fixed`,
     # e.g. the optimizer study's "batch GD", "SGD batch 1", "Adam" rows.

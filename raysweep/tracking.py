@@ -47,7 +47,7 @@ def sweep_params(sweep: Sweep, *, dataset: Dataset) -> dict[str, str]:
     params = {f"space.{key}": domain_text(domain) for key, domain in sweep.space.items()}
     params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
     keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
-            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "subset", "val_size", "val_pick")
+            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "repeats", "subset", "val_size", "val_pick")
     params |= {key: str(getattr(sweep, key)) for key in keys}
     params["searched"] = json.dumps(varied_names(sweep))
     if sweep.trials:

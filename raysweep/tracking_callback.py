@@ -7,7 +7,6 @@ later hooks and at the end, and whatever stays unlogged is listed in `callback.m
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from raysweep.mlflow_runs import (
     OPTIONAL_METRICS,
     PARENT,
     ROLE,
+    SEED,
     TRIAL_ID,
     SweepRun,
     end_run,
@@ -31,10 +31,13 @@ from raysweep.mlflow_runs import (
     is_permanent,
     one_line,
     param_value,
+    search_runs,
     short_http,
     trial_label,
 )
 from raysweep.status import epoch_of, status_of, stop_reason_of
+from raysweep.trainable import SEED_METRICS
+from raysweep.trial_log import ExperimentEnd
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -54,30 +57,6 @@ class _NoChildRun(Exception):
     """The trial's child run could not be created, so its later writes have nowhere to go."""
 
 
-@dataclass(frozen=True)
-class ExperimentEnd:
-    """What the callback knows once Tune's experiment has ended, for the work after fit().
-
-    It travels through a small JSON file beside the results rather than through the callback object, because after
-    Tuner.restore Tune calls its own unpickled copy of the callback, which the driver cannot reach.
-    """
-
-    interrupted: frozenset[str] = frozenset()  # trials still pending or running at the end: --resume continues them
-    unlogged: tuple[str, ...] = ()  # one line per write that could not be logged to MLflow
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"interrupted": sorted(self.interrupted), "unlogged": list(self.unlogged)}))
-
-    @classmethod
-    def read(cls, path: Path) -> ExperimentEnd:
-        """The state the callback wrote, or an empty one when the experiment never reached its end hook."""
-        if not path.is_file():
-            return cls()
-        saved = json.loads(path.read_text())
-        return cls(interrupted=frozenset(saved["interrupted"]), unlogged=tuple(saved["unlogged"]))
-
-
 class MlflowTrialCallback(Callback):
     """Logs each trial to a child run of the sweep's parent run, from the driver."""
 
@@ -92,6 +71,7 @@ class MlflowTrialCallback(Callback):
         self._dropped: list[str] = []
         self._opened: set[str] = set()
         self._run_ids: dict[str, str] = {}  # trial_id -> child run id
+        self._seed_runs: dict[str, dict[str, str]] = {}  # trial_id -> {seed: nested run id} (repeats)
         self._floor: dict[str, int] = {}  # epochs <= floor were logged before this callback attached
         self._last_step: dict[str, int] = {}
         self._last_result: dict[str, dict] = {}
@@ -144,9 +124,13 @@ class MlflowTrialCallback(Callback):
         if step <= self._last_step.get(tid, 0):  # a restarted trial repeats epochs already logged
             return
         self._last_step[tid] = step
-        values = {k: float(result[k]) for k in METRICS + OPTIONAL_METRICS if _is_number(result.get(k))}
+        timestamp = int(time.time() * 1000)
         self._submit(_Op("metrics", tid, f"trial {tid}: metrics of epoch {step}",
-                         {"step": step, "timestamp": int(time.time() * 1000), "metrics": values}))
+                         {"step": step, "timestamp": timestamp, "metrics": _metrics(result)}))
+        if SEED_METRICS in result:  # repeats: each seed's own curve goes to a run nested under the configuration's
+            seeds = {seed: _metrics(metrics) for seed, metrics in result[SEED_METRICS].items()}
+            self._submit(_Op("seeds", tid, f"trial {tid}: seed metrics of epoch {step}",
+                             {"step": step, "timestamp": timestamp, "seeds": seeds}))
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
@@ -259,8 +243,35 @@ class MlflowTrialCallback(Callback):
 
     def _do_end(self, op: _Op) -> None:
         p = op.payload
-        end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"],
-                p.get("stop_reason"))
+        for run_id in [*self._seed_runs_of(op.trial_id).values(), self._run_id(op.trial_id)]:
+            end_run(self._mlflow(), run_id, p["status"], p["run_status"], p["stopped_epoch"], p.get("stop_reason"))
+
+    def _do_seeds(self, op: _Op) -> None:
+        step = op.payload["step"]
+        if step <= self._floor.get(op.trial_id, 0):
+            return
+        runs = self._seed_runs_of(op.trial_id)
+        for seed, values in op.payload["seeds"].items():
+            if seed not in runs:
+                runs[seed] = self._open_seed_run(op.trial_id, seed)
+            metrics = [Metric(k, v, op.payload["timestamp"], step) for k, v in values.items()]
+            self._mlflow().log_batch(runs[seed], metrics=metrics)
+
+    def _seed_runs_of(self, trial_id: str) -> dict[str, str]:
+        """The trial's seed runs (seed -> run id), found in MLflow the first time (a resumed sweep reuses them)."""
+        if trial_id not in self._seed_runs:
+            parent = self._run_id(trial_id)
+            found = search_runs(self._mlflow(), self.sweep_run.experiment_id,
+                                f"tags.`{PARENT}` = '{parent}' AND tags.`{ROLE}` = 'seed'")
+            self._seed_runs[trial_id] = {run.data.tags[SEED]: run.info.run_id for run in found}
+        return self._seed_runs[trial_id]
+
+    def _open_seed_run(self, trial_id: str, seed: str) -> str:
+        parent = self._run_id(trial_id)
+        tags = {ROLE: "seed", PARENT: parent, SEED: seed}  # no trial id: only the configuration's run is the trial's
+        run = self._mlflow().create_run(self.sweep_run.experiment_id, run_name=f"seed {seed}", tags=tags)
+        self._mlflow().log_batch(run.info.run_id, params=[Param("seed", seed)])
+        return run.info.run_id
 
 
 def _last_logged_step(client: MlflowClient, run) -> int:
@@ -276,6 +287,12 @@ def _every_setting(config: dict) -> dict[str, Any]:
         return TrialConfig.from_dict(config).to_dict()
     except (ConfigError, TypeError):
         return flatten(config)
+
+
+def _metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a result that become MLflow metrics: ours, and their standard deviation over seeds."""
+    keys = METRICS + OPTIONAL_METRICS
+    return {k: float(result[k]) for k in keys + tuple(f"{k}_std" for k in keys) if _is_number(result.get(k))}
 
 
 def _is_number(value: Any) -> bool:

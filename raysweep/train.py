@@ -1,4 +1,5 @@
-"""One trial: train_epoch() and evaluate() over tensors on the trial's device, and the Ray Tune trainable.
+"""One trial's training: train_epoch() and evaluate() over tensors on the trial's device, and run_trial(), the loop
+that yields each epoch's metrics and state. raysweep.trainable wraps it for Ray Tune.
 
 The data lives on the device as normalised float tensors for the whole trial; a batch is an index slice of a per-epoch
 permutation, so the hot loop has no DataLoader, no collation and no host-to-device copies.
@@ -7,28 +8,26 @@ permutation, so the hot loop has no DataLoader, no collation and no host-to-devi
 from __future__ import annotations
 
 import copy
-import logging
 import math
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.config import ConfigError, TrialConfig
+from raysweep.config import TrialConfig
 from raysweep.models import build_model
 from raysweep.optim import build_optimizer, lr_at, steps_per_epoch
 from raysweep.regularize import EarlyStopping, Penalty, build_penalty
 
-__all__ = ["ConfigError", "DeviceData", "TrialConfig", "evaluate", "run_trial", "train_epoch", "trainable"]
+if TYPE_CHECKING:
+    from raysweep.data import Dataset
 
-log = logging.getLogger(__name__)
+__all__ = ["DeviceData", "evaluate", "run_trial", "to_tensors", "train_epoch"]
 
 # Diverged: the mean training cross-entropy is NaN, inf, or this many times chance level (ln C: 2.3 for 10 classes).
 # A model that merely learns nothing sits near 1x; one whose weights blew up lands far above 10x and stays there.
@@ -49,13 +48,13 @@ class DeviceData:
     num_classes: int
 
     @classmethod
-    def from_arrays(cls, data: Any, *, device: torch.device | str) -> DeviceData:
-        """From a raysweep.data.Dataset (uint8 arrays + per-channel mean/std), normalised once per trial."""
+    def from_arrays(cls, data: Dataset, *, device: torch.device | str) -> DeviceData:
+        """From a data set (uint8 arrays + per-channel mean/std), normalised once per trial."""
         return cls(*to_tensors(data, data.x_train, data.y_train, device=device),
                    *to_tensors(data, data.x_val, data.y_val, device=device), data.num_classes)
 
 
-def to_tensors(data: Any, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+def to_tensors(data: Dataset, x: np.ndarray, y: np.ndarray, *, device: torch.device | str) -> tuple[torch.Tensor, ...]:
     """uint8 images (N, C, H, W) -> float tensors normalised by the data set's training statistics; labels -> int64."""
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
@@ -73,8 +72,11 @@ def _forward_backward(
     penalty: Penalty | None,
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Backpropagate scale x (cross-entropy [+ recon_weight x MSE] [+ penalty]) of one batch.
+    """Backpropagate scale x (cross-entropy [+ recon_weight x MSE]) [+ penalty] of one batch.
 
+    `scale` is the batch's share of a batch-GD step split into chunks, so the chunks' gradients add up to the whole
+    batch's mean. The penalty is a property of the weights, not of the examples: it is never scaled, and the caller
+    passes it for one chunk of a step only.
     Returns the batch's summed cross-entropy, its logits (B, classes) and its summed reconstruction MSE, as tensors, so
     the caller accumulates without a device sync.
     """
@@ -86,25 +88,27 @@ def _forward_backward(
         recon_loss = F.mse_loss(recon, xb)
         objective = objective + config.recon_weight * recon_loss
         recon_sum = recon_loss.detach() * len(yb)
-    by_hand = penalty is not None and _penalty_by_hand(penalty, scale=scale)
+    if scale != 1.0:
+        objective = objective * scale
+    by_hand = penalty is not None and _penalty_by_hand(penalty)
     if penalty is not None and not by_hand:
         objective = objective + penalty()
-    (objective * scale if scale != 1.0 else objective).backward()
+    objective.backward()
     if by_hand:
         _add_penalty_gradient(penalty)
     return loss.detach() * len(yb), logits, recon_sum
 
 
-def _penalty_by_hand(penalty: Penalty, *, scale: float) -> bool:
+def _penalty_by_hand(penalty: Penalty) -> bool:
     """Can the penalty's gradient be added after backward, bit for bit as autograd would add it?
 
-    Yes for pure L1 or L2 on an unscaled objective. Autograd's gradient then is fl(alpha * sgn(w)) or, through pow's
-    backward (alpha/2) * (2w), fl(alpha * w): the factors of 2 are exact while alpha/2 is a normal float32. Adding it
-    to w.grad is one sum, as in autograd. Through autograd the L2 term costs about 7 passes over each weight per step
-    (forward pow and sum, backward pow, 2x, x grad, then the sum): most of an SGD step at batch size 1. Elastic net
-    adds three terms in an order autograd picks, so it stays in autograd.
+    Yes for pure L1 or L2. Autograd's gradient then is fl(alpha * sgn(w)) or, through pow's backward
+    (alpha/2) * (2w), fl(alpha * w): the factors of 2 are exact while alpha/2 is a normal float32. Adding it to w.grad
+    is one sum, as in autograd. Through autograd the L2 term costs about 7 passes over each weight per step (forward
+    pow and sum, backward pow, 2x, x grad, then the sum): most of an SGD step at batch size 1. Elastic net adds three
+    terms in an order autograd picks, so it stays in autograd.
     """
-    return scale == 1.0 and penalty.l1_ratio in (0.0, 1.0) and penalty.alpha > 1e-30
+    return penalty.l1_ratio in (0.0, 1.0) and penalty.alpha > 1e-30
 
 
 def _add_penalty_gradient(penalty: Penalty) -> None:
@@ -152,7 +156,9 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         for offset in range(0, len(idx), chunk):
             part = idx[offset : offset + chunk] if len(idx) > chunk else idx
-            # index_select, not x[part]: same rows, a fraction of advanced indexing's cost on (B, C, H, W)
+            # index_select, not x[part]: same rows, a fraction of advanced indexing's cost on (B, C, H, W).
+            # The objective is mean CE (+ recon) over the whole step + the penalty once: each chunk carries its share
+            # of the mean, and the first chunk alone carries the penalty, unscaled.
             losses, logits, recons = _forward_backward(
                 model,
                 x.index_select(0, part),
@@ -209,7 +215,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, prefix: str 
 
 def run_trial(
     config: TrialConfig,
-    data: Any,
+    data: Dataset,
     *,
     device: torch.device | str = "cpu",
     state: dict | None = None,
@@ -257,43 +263,3 @@ def run_trial(
         yield metrics, state
         if metrics["diverged"] or metrics["early_stopped"]:
             return
-
-
-def pick_device(*, gpus_assigned: int) -> torch.device:
-    """CUDA when Ray gave the trial a GPU and one is visible; otherwise the CPU, saying why if a GPU was expected."""
-    if gpus_assigned and torch.cuda.is_available():
-        return torch.device("cuda")
-    if gpus_assigned:
-        log.warning("Ray assigned a GPU to this trial but torch sees no CUDA device; training on the CPU")
-    return torch.device("cpu")
-
-
-CHECKPOINT_FILE = "state.pt"
-
-
-def trainable(config: dict[str, Any], *, data: Any) -> None:
-    """The Ray Tune function trainable: one trial, reporting metrics and a checkpoint after every epoch."""
-    import ray
-    from ray import tune
-
-    trial = TrialConfig.from_dict(config)
-    resources = ray.get_runtime_context().get_assigned_resources()
-    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
-    device = pick_device(gpus_assigned=math.ceil(resources.get("GPU", 0)))
-    state = None
-    if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location=device, weights_only=False)
-
-    for metrics, epoch_state in run_trial(trial, data, device=device, state=state):
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(epoch_state, Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def load_model(checkpoint_dir: str | Path, config: TrialConfig, *, input_shape: tuple, num_classes: int) -> nn.Module:
-    """Rebuild a trial's model from one of its checkpoints (on the CPU)."""
-    state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
-    model = build_model(config, input_shape=input_shape, num_classes=num_classes)
-    model.load_state_dict(state["model"])
-    return model.eval()

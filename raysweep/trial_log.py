@@ -80,3 +80,27 @@ def _append(path: Path, entry: dict[str, Any]) -> None:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value  # a numpy scalar -> its Python number
+
+
+@dataclass(frozen=True)
+class ExperimentEnd:
+    """What the callback knows once Tune's experiment has ended, for the work after fit().
+
+    It travels through a small JSON file beside the results rather than through the callback object, because after
+    Tuner.restore Tune calls its own unpickled copy of the callback, which the driver cannot reach.
+    """
+
+    interrupted: frozenset[str] = frozenset()  # trials still pending or running at the end: --resume continues them
+    unlogged: tuple[str, ...] = ()  # one line per write that could not be logged to MLflow
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"interrupted": sorted(self.interrupted), "unlogged": list(self.unlogged)}))
+
+    @classmethod
+    def read(cls, path: Path) -> ExperimentEnd:
+        """The state the callback wrote, or an empty one when the experiment never reached its end hook."""
+        if not path.is_file():
+            return cls()
+        saved = json.loads(path.read_text())
+        return cls(interrupted=frozenset(saved["interrupted"]), unlogged=tuple(saved["unlogged"]))

@@ -20,6 +20,7 @@ from typing import Any
 
 from raysweep.config import ConfigError, TrialConfig
 from raysweep.data import DATASETS, VAL_PICKS
+from raysweep.resources import check_gpu_request
 from raysweep.sweep import (
     METRICS,
     SCHEDULERS,
@@ -157,9 +158,8 @@ def validate(sweep: Sweep) -> None:
         ("reduction_factor", _is_int(s.reduction_factor) and s.reduction_factor >= 2, "an integer >= 2"),
         ("max_concurrent", _is_int(s.max_concurrent) and s.max_concurrent >= 0, "an integer >= 0 (0: no limit)"),
         ("cpu", isinstance(s.cpu, int | float) and s.cpu > 0, "a number > 0"),
-        ("gpu", isinstance(s.gpu, int | float) and s.gpu >= 0 and (s.gpu <= 1 or float(s.gpu).is_integer()),
-         "a number >= 0: a fraction up to 1, or whole GPUs"),
         ("seed", _is_int(s.seed), "an integer"),
+        ("repeats", _is_int(s.repeats) and s.repeats >= 1, "an integer >= 1 (seeds per configuration)"),
         ("val_pick", s.val_pick in VAL_PICKS, f"one of {list(VAL_PICKS)}"),
         ("subset", s.subset is None or (_is_int(s.subset) and s.subset >= 1), "None or an integer >= 1"),
         ("val_size", s.val_size is None or (_is_int(s.val_size) and s.val_size >= 1)
@@ -172,6 +172,7 @@ def validate(sweep: Sweep) -> None:
     for name, holds, rule in checks:
         if not holds:
             raise _fail(name, rule, getattr(s, name))
+    check_gpu_request(s.gpu)
     if s.metric in METRICS and s.mode != METRICS[s.metric]:
         raise _fail("mode", f"'{METRICS[s.metric]}' for metric {s.metric!r}", s.mode)
     for key in s.fixed:

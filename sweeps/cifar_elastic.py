@@ -32,6 +32,6 @@ SWEEP = Sweep(
     reduction_factor=3,
     num_samples=20,
     max_epochs=4,  # 4 epochs reach ~0.6 val acc; the ASHA rungs are at 1 and 3 epochs
-    cpu=1,  # two trials at once on a 2-core machine; on GPU nodes set gpu=0.25 to pack 4 per GPU
+    cpu=1,  # two trials at once on a 2-core machine; on GPU nodes gpu="auto" (the default) packs 4 per GPU
     points_to_evaluate=[{"batch_size": 128, "lr": 1e-3, "regularizer.alpha": 1e-4, "regularizer.l1_ratio": 0.5}],
 )

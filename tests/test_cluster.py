@@ -311,14 +311,14 @@ def test_a_trial_given_a_gpu_torch_cannot_see_warns_once_and_trains_on_the_cpu(q
     assert [r["status"] for r in rows] == ["completed"] * 4
 
 
-def test_asking_more_gpus_per_trial_than_any_node_has_fails_at_once(cluster, tmp_path):
+def test_asking_more_cpus_per_trial_than_any_node_has_fails_at_once(cluster, tmp_path):
     sweep_file = write_sweep(tmp_path, GPU_SWEEP)
-    done = subprocess.run(command(sweep_file, tmp_path, "--address", cluster.address, "--set", "gpu=2"), cwd=tmp_path,
+    done = subprocess.run(command(sweep_file, tmp_path, "--address", cluster.address, "--set", "cpu=2"), cwd=tmp_path,
                           env=_driver_env(tmp_path, cluster), capture_output=True, text=True, timeout=300)
     lines = done.stderr.splitlines()
     assert done.returncode == 2, done.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("raysweep.run: error: `gpu` per trial must fit on one node, but "
-                                                   "got gpu=2 and the largest node"), done.stderr
+    assert len(lines) == 1 and lines[0].startswith("raysweep.run: error: `cpu` per trial must fit on one node, but "
+                                                   "got cpu=2 and the largest node"), done.stderr
     assert not (tmp_path / "results").exists()  # no trial was ever queued
 
 
@@ -433,14 +433,14 @@ def test_a_sweep_on_s3_storage_resumes_from_its_checkpoint_there_with_every_tria
 
 
 def test_an_s3_uri_may_name_its_endpoint_in_its_query(s3_sweep, s3_endpoint, monkeypatch):
-    from raysweep import results
+    from raysweep import storage
 
     for key, value in S3_ENV.items():  # credentials only: the endpoint comes from the URI
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     query = f"?endpoint_override={s3_endpoint.removeprefix('http://')}&scheme=http"
-    sweep_storage = results.storage_uri(f"s3://{BUCKET}/sweeps{query}", "ins3")
+    sweep_storage = storage.storage_uri(f"s3://{BUCKET}/sweeps{query}", "ins3")
     run, = {key.split("/")[2] for key in s3_sweep["keys"] if key.count("/") >= 3}
     assert sweep_storage == f"s3://{BUCKET}/sweeps/ins3{query}"
-    assert results.latest_run(sweep_storage) == run
+    assert storage.latest_run(sweep_storage) == run

@@ -15,7 +15,8 @@ from raysweep.mlflow_runs import PARENT, ROLE, STATUS, STOP_REASON, TRIAL_ID, Sw
 
 @pytest.fixture()
 def open_sweep(tmp_path) -> tuple[SweepRun, MlflowClient, dict[str, str]]:
-    """A sweep run with three trial runs: one RUNNING, one finished, one the callback ended `interrupted`."""
+    """A sweep run with three trial runs: one RUNNING (with a RUNNING seed run nested under it, as repeats make),
+    one finished, one the callback ended `interrupted`."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("failing", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -23,6 +24,7 @@ def open_sweep(tmp_path) -> tuple[SweepRun, MlflowClient, dict[str, str]]:
     sweep_run = SweepRun(tracking_uri=uri, experiment_id=experiment_id, run_id=parent)
     runs = {name: client.create_run(experiment_id, tags={ROLE: "trial", PARENT: parent, TRIAL_ID: name}).info.run_id
             for name in ("running", "finished", "cut")}
+    runs["seed"] = client.create_run(experiment_id, tags={ROLE: "seed", PARENT: runs["running"]}).info.run_id
     end_run(client, runs["finished"], status="completed", run_status="FINISHED", stop_reason="max_epochs")
     end_run(client, runs["cut"], status="interrupted", run_status="KILLED")
     return sweep_run, client, runs
@@ -38,7 +40,7 @@ def test_an_exception_ends_every_open_run_failed_and_keeps_the_traceback(open_sw
     assert "OSError: [Errno 30] Read-only file system" in message
     assert "Traceback (most recent call last)" in log_file.read_text() and "Read-only" in log_file.read_text()
     assert client.get_run(sweep_run.run_id).info.status == "FAILED"
-    for name, expected in (("running", "FAILED"), ("cut", "FAILED"), ("finished", "FINISHED")):
+    for name, expected in (("running", "FAILED"), ("seed", "FAILED"), ("cut", "FAILED"), ("finished", "FINISHED")):
         run = client.get_run(runs[name])
         assert run.info.status == expected, name
         assert run.data.tags[STOP_REASON] == ("max_epochs" if name == "finished" else "failed")

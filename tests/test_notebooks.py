@@ -2,17 +2,20 @@
 
 Each notebook gets its own sweep (`python -m raysweep.run sweeps/<sweep>.py --smoke` on the real data in
 ../shared/data), run once per module, and is executed by nbclient in a fresh kernel with MLFLOW_TRACKING_URI and
-RAYSWEEP_EXPERIMENT pointing at that record. The conclusions it prints are checked against the record itself.
+RAYSWEEP_EXPERIMENT pointing at that record. The conclusions it prints are checked against the record itself. Each
+record also gets a hand-made diverged trial (val_loss = inf), which the notebook must show as inf.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 from nbclient import NotebookClient
 
 from tests.sweep_runs import REPO, SHARED_DATA, run_sweep, trials_csv
@@ -24,6 +27,7 @@ STUDIES = {
     "regularizers": ("cifar_regularizers", 3),
     "elastic_net_search": ("cifar_elastic", 2),
 }
+DIVERGED = "diverged lr=10"  # the run name of the trial each study's record gets added (see add_diverged_trial)
 
 
 def execute(notebook: Path, *, experiment: str, tracking_uri: str, cwd: Path) -> nbformat.NotebookNode:
@@ -48,6 +52,24 @@ def trial_runs(tracking_uri: str, experiment: str) -> list:
     return client.search_runs([experiment_id], "tags.`raysweep.role` = 'trial'")
 
 
+def add_diverged_trial(tracking_uri: str, experiment: str) -> None:
+    """Add to the sweep run a trial like its first but whose one epoch ended with val_loss = inf.
+
+    A smoke sweep does not diverge, and this is what the notebooks must read back right: MLflow's SQL store keeps
+    the inf as the largest float, and report.collect turns it back into inf."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    first = min(trial_runs(tracking_uri, experiment), key=lambda run: run.data.tags["raysweep.trial_id"])
+    tags = {**{k: v for k, v in first.data.tags.items() if k.startswith("raysweep.") or k == "mlflow.parentRunId"},
+            "raysweep.status": "diverged", "raysweep.trial_id": "~diverged"}  # "~" sorts it after every real trial
+    run = client.create_run(experiment_id, run_name=DIVERGED, tags=tags)
+    metrics = {"train_loss": 2.3, "val_loss": math.inf, "train_acc": 0.1, "val_acc": 0.1, "epoch_time_s": 1.0}
+    params = {**first.data.params, "lr": "10.0"}
+    client.log_batch(run.info.run_id, metrics=[Metric(key, value, 0, 1) for key, value in metrics.items()],
+                     params=[Param(key, value) for key, value in params.items()])
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
 @pytest.fixture(scope="module", params=sorted(STUDIES))
 def study(request, tmp_path_factory) -> dict:
     """A smoke sweep's record and its notebook executed against it."""
@@ -62,6 +84,7 @@ def study(request, tmp_path_factory) -> dict:
     assert len(trials_csv(folder, sweep)) == 2
     assert "best trial" in done.stdout
     uri = f"sqlite:///{folder}/mlflow.db"
+    add_diverged_trial(uri, sweep)
     nb = execute(NOTEBOOKS / f"{name}.ipynb", experiment=sweep, tracking_uri=uri, cwd=folder)
     return {"name": name, "sweep": sweep, "uri": uri, "nb": nb, "text": printed(nb)}
 
@@ -73,6 +96,15 @@ def test_notebooks_are_stored_without_outputs(name):
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code, f"{name}.ipynb has no code cells"
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_notebooks_read_the_record_through_the_package(name):
+    """No notebook reads MLflow by itself: report.collect is the one reader, so its fixes (inf) reach them all."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    assert "report.collect(" in code
+    assert not [call for call in ("search_runs", "get_metric_history", "MlflowClient") if call in code]
 
 
 def test_notebook_runs_every_cell_and_draws_its_figures(study):
@@ -109,3 +141,14 @@ def test_notebook_conclusions_match_the_record(study):
     if study["name"] == "regularizers":
         # The smoke record has one epoch: the unregularized trial's least validation loss is at epoch 1 of 1.
         assert "Unregularized (none): validation loss was least at epoch 1 of 1" in text
+
+
+def test_notebook_reads_a_diverged_trials_infinity_back_as_infinity(study):
+    """The trial table it shows holds the inf val_loss of the diverged trial, not NaN and not the largest float."""
+    shown = [out["data"]["text/plain"] for cell in study["nb"].cells for out in cell.get("outputs", [])
+             if out.get("output_type") == "execute_result" and "text/plain" in out.get("data", {})]
+    table = next(text for text in shown if "final_val_loss" in text)
+    # pandas wraps a wide table into blocks of columns; each block repeats the trial's name at its row's start.
+    row = [value for line in table.splitlines() if line.startswith(DIVERGED)
+           for value in line[len(DIVERGED):].split()]
+    assert "inf" in row

@@ -52,7 +52,7 @@ def _log_trial(client: MlflowClient, experiment_id: str, parent_id: str, index: 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
-    """One older sweep run with a single trial, then the latest sweep run with the four TRIALS."""
+    """One older sweep run with a single trial, then the latest sweep run with the five TRIALS."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
@@ -66,33 +66,33 @@ def store(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def data(store) -> report.SweepData:
+def record(store) -> report.SweepRecord:
     return report.collect(experiment_name=EXPERIMENT, tracking_uri=store["uri"])
 
 
 @pytest.fixture(scope="module")
-def written(data, tmp_path_factory) -> list[Path]:
-    return report.write_report(data, out_dir=tmp_path_factory.mktemp("report"))
+def written(record, tmp_path_factory) -> list[Path]:
+    return report.write_report(record, out_dir=tmp_path_factory.mktemp("report"))
 
 
 def _is_png(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_collect_reads_the_latest_sweep_run_and_one_summary_row_per_trial(data, store):
-    assert data.parent_run_id == store["parent"]
-    assert list(data.summary.run_id) == store["children"]
-    assert data.searched == ("optimizer", "lr")
+def test_collect_reads_the_latest_sweep_run_and_one_summary_row_per_trial(record, store):
+    assert record.parent_run_id == store["parent"]
+    assert list(record.summary.run_id) == store["children"]
+    assert record.searched == ("optimizer", "lr")
 
 
 def test_collect_reads_an_older_sweep_run_when_given_its_id(store):
-    data = report.collect(experiment_name=EXPERIMENT, tracking_uri=store["uri"], parent_run_id=store["old_parent"])
-    assert data.summary.optimizer.tolist() == ["rmsprop"]
-    assert data.summary.label.tolist() == ["rmsprop l2"]  # nothing varies: optimizer and regularizer name it
+    record = report.collect(experiment_name=EXPERIMENT, tracking_uri=store["uri"], parent_run_id=store["old_parent"])
+    assert record.summary.optimizer.tolist() == ["rmsprop"]
+    assert record.summary.label.tolist() == ["rmsprop l2"]  # nothing varies: optimizer and regularizer name it
 
 
-def test_summary_holds_epochs_status_wall_time_and_final_metrics(data):
-    rows = data.summary.set_index(data.summary.optimizer + " " + data.summary.lr.astype(str))
+def test_summary_holds_epochs_status_wall_time_and_final_metrics(record):
+    rows = record.summary.set_index(record.summary.optimizer + " " + record.summary.lr.astype(str))
     assert rows.loc["adam 0.001", ["status", "epochs", "wall_time_s"]].tolist() == ["completed", 3, 7.5]
     assert rows.loc["adam 0.01", ["status", "epochs"]].tolist() == ["early_stopped", 1]
     assert rows.loc["adam 0.001", "final_val_acc"] == pytest.approx(0.85)
@@ -105,15 +105,17 @@ def test_summary_holds_epochs_status_wall_time_and_final_metrics(data):
     assert rows.loc["adam 0.1", ["status", "epochs", "wall_time_s"]].tolist() == ["failed", 0, 0.0]
 
 
-def test_params_come_back_typed_and_infinity_survives_the_sql_store(data):
-    assert data.summary.lr.tolist() == [0.001, 0.01, 0.001, 0.01, 0.1]
-    assert data.summary["optimizer.momentum"].isna().tolist() == [True, True, False, False, True]
-    diverged = data.history[(data.history.label == data.summary.label.iloc[3]) & (data.history.metric == "val_loss")]
+def test_params_come_back_typed_and_infinity_survives_the_sql_store(record):
+    assert record.summary.lr.tolist() == [0.001, 0.01, 0.001, 0.01, 0.1]
+    assert record.summary["optimizer.momentum"].isna().tolist() == [True, True, False, False, True]
+    history = record.history
+    diverged = history[(history.label == record.summary.label.iloc[3]) & (history.metric == "val_loss")]
     assert diverged.value.iloc[1] == math.inf
 
 
-def test_labels_name_only_the_varying_searched_params(data):
-    assert data.summary.label.tolist() == ["adam lr=1e-3", "adam lr=0.01", "sgd lr=1e-3", "sgd lr=0.01", "adam lr=0.1"]
+def test_labels_name_only_the_varying_searched_params(record):
+    assert record.summary.label.tolist() == ["adam lr=1e-3", "adam lr=0.01", "sgd lr=1e-3", "sgd lr=0.01",
+                                             "adam lr=0.1"]
 
 
 def test_label_trials_leads_with_the_optimizer_and_formats_numbers_short():
@@ -136,9 +138,9 @@ def test_searched_params_default_to_those_that_vary_when_the_sweep_run_does_not_
                                                      "mlflow.parentRunId": parent.info.run_id})
         client.log_batch(run.info.run_id, metrics=[Metric("val_acc", 0.5, 0, 1)],
                          params=[Param("optimizer", "adam"), Param("batch_size", batch_size)])
-    data = report.collect(experiment_name="no_searched_param", tracking_uri=store["uri"])
-    assert data.searched == ("batch_size",)
-    assert sorted(data.summary.label) == ["batch_size=256", "batch_size=32"]
+    record = report.collect(experiment_name="no_searched_param", tracking_uri=store["uri"])
+    assert record.searched == ("batch_size",)
+    assert sorted(record.summary.label) == ["batch_size=256", "batch_size=32"]
 
 
 def test_every_chart_is_a_non_empty_png(written):
@@ -149,7 +151,7 @@ def test_every_chart_is_a_non_empty_png(written):
     assert all(_is_png(p) for p in written if p.suffix == ".png")
 
 
-def test_one_convergence_plot_per_trial(written, data):
+def test_one_convergence_plot_per_trial(written, record):
     convergence = sorted(p.name for p in written if p.parent.name == "convergence")
     assert convergence == sorted(["adam_lr_1e-3.png", "adam_lr_0.01.png", "sgd_lr_1e-3.png", "sgd_lr_0.01.png",
                                   "adam_lr_0.1.png"])
@@ -198,3 +200,44 @@ def test_cli_reports_an_experiment_without_trial_runs_in_one_line_and_exits_2(st
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert "never_ran" in err
+
+
+# ---------------------------------------------------------------- the helpers the study notebooks read a sweep with
+
+def test_collect_keeps_the_sweep_run_itself(record, store):
+    assert record.sweep_run.info.run_id == store["parent"]
+    assert json.loads(record.sweep_run.data.params["searched"]) == ["optimizer", "lr"]
+
+
+def test_param_gives_one_typed_value_per_trial_and_nan_where_none_was_logged(record):
+    assert record.param("lr").tolist() == [0.001, 0.01, 0.001, 0.01, 0.1]
+    assert record.param("optimizer.momentum").isna().tolist() == [True, True, False, False, True]
+    assert len(record.param("patience")) == len(TRIALS) and record.param("patience").isna().all()
+
+
+def test_param_finds_a_param_named_like_a_summary_column():
+    summary = pd.DataFrame({"run_id": ["r0"], "epochs": [3], "param.epochs": [10]})
+    record = report.SweepRecord(summary=summary, history=pd.DataFrame(), searched=("epochs",))
+    assert record.param("epochs").tolist() == [10]
+
+
+def test_curves_hold_each_trials_metrics_per_epoch_with_inf_kept(record):
+    curves = record.curves()
+    assert curves.loc["adam lr=1e-3", "val_acc"].to_dict() == {1: 0.55, 2: 0.75, 3: 0.85}
+    assert curves.loc[("sgd lr=0.01", 2), "val_loss"] == math.inf
+    assert "adam lr=0.1" not in curves.index.get_level_values("label")  # the failed trial logged no epoch
+
+
+def test_relabelled_names_trials_in_summary_and_history_and_numbers_repeats(record, store):
+    renamed = record.relabelled(["a", "a", "b", "a", "c"])
+    assert renamed.summary.label.tolist() == ["a", "a #2", "b", "a #3", "c"]
+    second = renamed.history[renamed.history.run_id == store["children"][1]]
+    assert set(second.label) == {"a #2"}
+    assert record.summary.label.iloc[0] == "adam lr=1e-3"  # the record it came from is left as it was
+
+
+def test_leaders_lists_ties_together_and_skips_missing_values():
+    values = pd.Series([0.9, 0.9, 0.5, math.nan], index=["adam", "rmsprop", "sgd", "failed"])
+    assert report.leaders(values) == "adam, rmsprop (0.9000)"
+    assert report.leaders(values, highest=False, fmt="{:.1f}") == "sgd (0.5)"
+    assert report.leaders(values[["failed"]]) == "no trial (no values)"

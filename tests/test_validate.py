@@ -111,8 +111,10 @@ BAD_SWEEPS = {  # id: (the sweep file's text, the one-line message it must fail 
     "max_epochs-zero": (sweep_source("max_epochs=0"), r"`max_epochs` must be an integer >= 1, but got max_epochs=0"),
     "grace_period-above-max_epochs": (sweep_source("max_epochs=3, grace_period=4"),
                                       r"`grace_period` must be an integer in \[1, max_epochs=3\]"),
-    "gpu-fraction-above-1": (sweep_source("gpu=1.5"),
-                             r"`gpu` must be a number >= 0: a fraction up to 1, or whole GPUs, but got gpu=1.5"),
+    "gpu-above-1": (sweep_source("gpu=1.5"),
+                    r"`gpu` must be at most 1 per trial \(a trial uses one device; fractions pack trials onto a GPU\), "
+                    r"but got gpu=1.5"),
+    "gpu-a-word": (sweep_source('gpu="all"'), r'`gpu` must be "auto" or a number in \[0, 1\] per trial'),
     "name-with-space": (sweep_source('name="my sweep"'), r"`name` must be a non-empty name of letters, digits, -"),
 }
 
