@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed for the searcher and the trials")
     parser.add_argument("--repeats", type=int, help="seeds per configuration (seed, seed+1, ...); the searcher and "
                         "ASHA see their mean")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--verbose", action="store_true", help="Tune's tables and Ray's logs, not the live line")
+    shown.add_argument("--quiet", action="store_true", help="print nothing but the summary")
     return parser.parse_args(argv)
 
 
@@ -74,9 +77,9 @@ def resolve_sweep(args: argparse.Namespace) -> Sweep:
     return sweep
 
 
-def fail(message: str) -> NoReturn:
-    one_line = " ".join(message.split())  # the contract: one line on stderr, whatever the message was
-    print(f"raysweep.run: error: {one_line}", file=sys.stderr)
+def fail(*messages: str) -> NoReturn:
+    for message in messages:  # the contract: one line on stderr per mistake, whatever the message was
+        print(f"raysweep.run: error: {' '.join(message.split())}", file=sys.stderr)
     raise SystemExit(USAGE_ERROR)
 
 
@@ -110,7 +113,7 @@ def run(
     `sweep.cpu` CPUs and `gpu` (the resolved share) of a GPU."""
     from ray import tune
 
-    from raysweep import failures, results, storage, tracking, trainable
+    from raysweep import failures, progress, results, storage, tracking, trainable
     from raysweep.tracking_callback import MlflowTrialCallback
     from raysweep.trial_log import LOG_FILE, ExperimentEnd
 
@@ -160,13 +163,17 @@ def run(
                     search_alg=searcher,
                     scheduler=scheduler(sweep),
                     num_samples=sweep.num_samples,
-                    max_concurrent_trials=sweep.max_concurrent or None,
+                    # HyperOpt searchers carry their own ConcurrencyLimiter (search_algorithm); Tune warns if told twice
+                    max_concurrent_trials=(sweep.max_concurrent or None) if sweep.searcher == "grid" else None,
                     reuse_actors=True,  # a new trial reuses a finished one's worker: no new process, no torch import
                 ),
                 run_config=tune.RunConfig(
                     name=run_name,
                     storage_path=storage_path,
-                    callbacks=[callback],
+                    callbacks=[
+                        callback,
+                        progress.ProgressCallback(metric=sweep.metric, mode=sweep.mode, max_epochs=sweep.max_epochs),
+                    ],
                     # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
                     failure_config=tune.FailureConfig(max_failures=3),
                     # Checkpoint every epoch and keep them all while the sweep runs: Tune's own num_to_keep deletes a
@@ -175,7 +182,7 @@ def run(
                     checkpoint_config=tune.CheckpointConfig(
                         num_to_keep=None, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
                     ),
-                    verbose=1,
+                    verbose=progress.tune_verbosity(progress.current_mode()),  # the console: see progress.py
                 ),
             )
 
@@ -232,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = resolve_sweep(args)
     except SweepError as exc:
-        fail(str(exc))
+        fail(*str(exc).splitlines())  # every mistake in the sweep, one line each
+    from raysweep import progress
+
+    progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
 
     # 2. What the sweep needs from outside, checked before Ray starts and any MLflow run opens (see preflight). A dry
     #    run takes these same checks: it passes exactly when the real run would get past its start.

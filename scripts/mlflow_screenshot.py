@@ -18,7 +18,6 @@ import argparse
 import base64
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -27,12 +26,15 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The test suite's server helpers (free ports, waits, `mlflow server`, ending process groups): this script starts the
+# same servers the tests do. `python scripts/mlflow_screenshot.py` puts only scripts/ on the path: add the repo.
+sys.path.insert(0, str(REPO))
+from tests.servers import MlflowServer, answers, free_port, stop_process_group, wait_for  # noqa: E402
+
 CHROMIUM = Path("/usr/bin/chromium")
-MLFLOW = Path(sys.executable).parent / "mlflow"  # the venv's entry point beside its python
 EXPERIMENT = "quickstart"
 TRIALS = "tags.`raysweep.role` = 'trial'"
 BY_VAL_ACC = "metrics.`val_acc`"
@@ -52,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mlflow_screenshot_") as tmp:
         folder = Path(tmp)
         db = args.db.resolve() if args.db else run_sweep(folder=folder)
-        with Served(db=db, folder=folder) as uri, Chromium(folder=folder / "chromium") as browser:
-            for path in take_screenshots(browser, uri=uri, out=args.out):
-                print(f"wrote {path}")
+        server = MlflowServer(folder / "server", db=db)
+        try:
+            uri = server.start(timeout_s=120)
+            with Chromium(folder=folder / "chromium") as browser:
+                for path in take_screenshots(browser, uri=uri, out=args.out):
+                    print(f"wrote {path}")
+        finally:
+            server.stop()
     return 0
 
 
@@ -148,30 +155,6 @@ def compare_view(browser: Chromium, *, url: str, path: Path) -> Path:
     return browser.screenshot(path)
 
 
-class Served:
-    """`mlflow server` on 127.0.0.1 at a free port over a sqlite store; the context value is its URI."""
-
-    def __init__(self, *, db: Path, folder: Path) -> None:
-        self.db, self.folder, self.port = db, folder, free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> str:
-        command = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{self.db}"]
-        # No job runner (it forks consumers we do not need) and no telemetry (there is no network to send it to).
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "true"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        with open(self.folder / "server.log", "wb") as log:  # its own session: stopped by its process group
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        uri = f"http://127.0.0.1:{self.port}"
-        wait(lambda: _answers(f"{uri}/health"), timeout_s=120, what=f"mlflow server at {uri}", alive=self.proc)
-        return uri
-
-    def __exit__(self, *exc_info) -> None:
-        stop_group(self.proc)
-
-
 class Chromium:
     """Headless Chromium with one page, driven over the DevTools protocol (JSON over a websocket)."""
 
@@ -191,7 +174,8 @@ class Chromium:
         with open(self.folder / "chromium.log", "wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         listing = f"http://127.0.0.1:{port}/json/list"
-        wait(lambda: _answers(listing), timeout_s=60, what="Chromium's DevTools endpoint", alive=self.proc)
+        wait_for(lambda: answers(listing), timeout_s=60, what="Chromium's DevTools endpoint", process=self.proc,
+                 every_s=0.5)
         with urllib.request.urlopen(listing, timeout=5) as response:
             target = next(t for t in json.load(response) if t["type"] == "page")
         self.ws = _WebSocket(target["webSocketDebuggerUrl"])
@@ -201,7 +185,8 @@ class Chromium:
     def __exit__(self, *exc_info) -> None:
         if self.ws is not None:
             self.ws.close()
-        stop_group(self.proc)
+        if self.proc is not None:
+            stop_process_group(self.proc)
 
     def call(self, method: str, **params) -> dict:
         self._id += 1
@@ -239,7 +224,7 @@ class Chromium:
                 self.js(f"localStorage.setItem({json.dumps(key)}, {json.dumps(value)})")
 
     def wait_for(self, condition: str, *, what: str, timeout_s: float = 90) -> None:
-        wait(lambda: bool(self.js(condition)), timeout_s=timeout_s, what=what, alive=self.proc)
+        wait_for(lambda: bool(self.js(condition)), timeout_s=timeout_s, what=what, process=self.proc, every_s=0.5)
         time.sleep(1.5)  # the last data has arrived; let charts finish their layout
 
     def click(self, element: str) -> None:
@@ -316,50 +301,6 @@ class _WebSocket:
             data += chunk
         return data
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait(ready: Callable[[], bool], *, timeout_s: float, what: str, alive: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if alive is not None and alive.poll() is not None:
-            raise SystemExit(f"waiting for {what}: its process exited with {alive.returncode}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"waiting for {what}: not ready after {timeout_s:g} s")
-        time.sleep(0.5)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def stop_group(proc: subprocess.Popen | None, *, timeout_s: float = 15) -> None:
-    """SIGTERM the process group a Popen(start_new_session=True) leads, SIGKILL what is left after timeout_s."""
-    if proc is None:
-        return
-    _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and (proc.poll() is None or _signal_group(proc.pid, 0)):
-        time.sleep(0.1)
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send sig to the group; False when no process of it is left."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
 
 if __name__ == "__main__":
     sys.exit(main())

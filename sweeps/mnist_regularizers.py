@@ -7,7 +7,7 @@ optimizer and budget, only the data set differs (MNIST overfits later, so the cu
 from dataclasses import replace
 from pathlib import Path
 
-from raysweep.validate import load
+from raysweep.sweep_file import load
 
 CIFAR = load(Path(__file__).with_name("cifar_regularizers.py"))  # one list of regularizers for both studies
 

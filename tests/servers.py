@@ -1,21 +1,30 @@
-"""Real servers for tests: an `mlflow server` on 127.0.0.1 that a test starts, stops and restarts."""
+"""Real servers and processes for tests (and scripts/): free ports, waiting for a condition, ending a process group,
+an `mlflow server` on 127.0.0.1, and Ray clusters started with `ray start` on this machine.
+
+Standard library only, so that scripts/mlflow_screenshot.py can import it too.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-# The venv's own `mlflow` entry point, next to its python (not resolved: the venv's python is a symlink).
-MLFLOW_BIN = Path(sys.executable).parent / "mlflow"
+# The venv's own entry points (`mlflow`, `ray`), next to its python (not resolved: the venv's python is a symlink).
+BIN = Path(sys.executable).parent
+MLFLOW_BIN = BIN / "mlflow"
+# Loopback never goes through a proxy, whatever http_proxy says.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -25,15 +34,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def answers(url: str, *, timeout_s: float = 1.0) -> bool:
+    """True when `url` answers 2xx within timeout_s seconds."""
+    try:
+        with _DIRECT.open(url, timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def wait_for(ready: Callable[[], bool], *, timeout_s: float, what: str, process: subprocess.Popen | None = None,
+             every_s: float = 0.1) -> None:
+    """Poll `ready` every `every_s` seconds until it holds. Raise if `process` (when given) ends first, or after
+    timeout_s seconds: a wait for a condition, never a sleep that guesses how long it takes."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"waiting for {what}: the process ended (exit {process.returncode}) before it")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waiting for {what}: not reached within {timeout_s:g} s")
+        time.sleep(every_s)
+
+
+def stop_process_group(process: subprocess.Popen, *, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group a Popen(start_new_session=True) leads, SIGKILL what outlives grace_s seconds."""
+    if _signal_group(process.pid, signal.SIGTERM):
+        deadline = time.monotonic() + grace_s
+        # poll() reaps the leader: an unreaped (zombie) leader would keep its group alive until the deadline.
+        while time.monotonic() < deadline and (process.poll() is None or _signal_group(process.pid, 0)):
+            time.sleep(0.1)
+        _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send sig to the group; False when no process of it is left."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a sqlite store and served artifacts under `root`.
+    """`mlflow server` on 127.0.0.1 with a sqlite store (`db`, default root/mlflow.db) and served artifacts under
+    `root`.
 
     start() and stop() can be called repeatedly: a restart keeps the port and the database, as a
     real server coming back after an outage would.
     """
 
-    def __init__(self, root: Path, *, port: int | None = None) -> None:
+    def __init__(self, root: Path, *, port: int | None = None, db: Path | None = None) -> None:
         self.root = Path(root)
+        self.db = Path(db) if db else self.root / "mlflow.db"
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen | None = None
@@ -50,12 +103,14 @@ class MlflowServer:
             str(MLFLOW_BIN), "server",
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--backend-store-uri", f"sqlite:///{self.db}",
             "--artifacts-destination", str(self.root / "artifacts"),
             "--workers", "1",
         ]
-        # No job runner: it forks huey consumers that a test does not need and that outlive a stop.
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        # No job runner (it forks huey consumers that a test does not need and that outlive a stop), and no
+        # telemetry (there is no network to send it to).
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "DO_NOT_TRACK": "true"}
         env.pop("MLFLOW_TRACKING_URI", None)
         with open(self.root / "server.log", "ab") as log:
             # Its own session, so stop() can end the server and its uvicorn worker by this group id.
@@ -68,35 +123,23 @@ class MlflowServer:
         """Wait until /health answers; raise if the server exits or is still silent after timeout_s seconds."""
         if self._proc is None:
             raise RuntimeError("mlflow server is not started")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                self._proc = None
-                raise RuntimeError(f"mlflow server exited at start; see {self.root / 'server.log'}")
-            if self.answers():
-                return self.uri
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {timeout_s:g} s; see {self.root / 'server.log'}")
+        try:
+            wait_for(self.answers, timeout_s=timeout_s, what=f"mlflow server at {self.uri}", process=self._proc,
+                     every_s=0.2)
+        except (RuntimeError, TimeoutError) as error:
+            self.stop()
+            raise RuntimeError(f"{error}; see {self.root / 'server.log'}") from None
+        return self.uri
 
     def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"{self.uri}/health")
 
     def stop(self, *, timeout_s: float = 15.0) -> None:
         """SIGTERM the server's process group, SIGKILL what is left after timeout_s seconds."""
         if self._proc is None:
             return
         proc, self._proc = self._proc, None
-        _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
-            time.sleep(0.1)
-        _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_process_group(proc, grace_s=timeout_s)
 
     def __enter__(self) -> MlflowServer:
         self.start()
@@ -113,14 +156,76 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield server.uri
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
+def _processes() -> Iterator[tuple[int, str, int, bytes]]:
+    """(pid, name, process group, environment) of every process we may read."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+                yield int(entry.name), name, int(fields[2]), (entry / "environ").read_bytes()
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+class RayCluster:
+    """A Ray cluster on this machine: a head and, optionally, worker raylets, each started by `ray start` on its
+    own loopback address with its own temp dir. stop() ends every process the cluster started, by their own ids.
+
+    Ray replaces 127.0.0.1 and "localhost" by the machine's outward address (ray._raylet.is_localhost) but keeps any
+    other loopback address, so a multi-node cluster gives each node its own (127.0.0.2, ...) and Tune's `node_ip`
+    names the node a trial ran on.
+    """
+
+    def __init__(self, *, env: dict[str, str], head_ip: str = "127.0.0.1") -> None:
+        self.temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # unix socket paths must stay under ~107 chars
+        self.address = f"{head_ip}:{free_port()}"
+        # Every process of this cluster, down to trial workers that outlive a killed raylet, inherits this marker.
+        self.marker = f"RAYSWEEP_TEST_CLUSTER={self.temp}".encode()
+        self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAYSWEEP_TEST_CLUSTER": str(self.temp)}
+        self.env.pop("RAY_ADDRESS", None)
+        self.groups: dict[str, int] = {}  # node name -> process group of what its `ray start` launched
+        self.ips = {"head": head_ip}
+
+    def start_head(self, *options: str) -> None:
+        self._ray_start({"head": ["--head", f"--port={self.address.rsplit(':', 1)[1]}", "--include-dashboard=false",
+                                  f"--dashboard-port={free_port()}", *options]})
+
+    def add_workers(self, workers: dict[str, tuple[str, list[str]]]) -> None:
+        """Start worker raylets {name: (loopback ip, `ray start` options)} that join the head, all at once."""
+        self.ips.update({name: ip for name, (ip, _) in workers.items()})
+        self._ray_start({name: [f"--address={self.address}", *options] for name, (_, options) in workers.items()})
+
+    def _ray_start(self, nodes: dict[str, list[str]]) -> None:
+        started = {}
+        for name, options in nodes.items():
+            argv = [str(BIN / "ray"), "start", *options, f"--node-ip-address={self.ips[name]}",
+                    f"--temp-dir={self.temp / name}", "--disable-usage-stats",
+                    f"--dashboard-agent-listen-port={free_port()}"]
+            with open(self.temp / f"{name}.log", "w") as log:
+                started[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)
+            self.groups[name] = started[name].pid
+        for name, process in started.items():
+            if process.wait(timeout=240) != 0:
+                raise RuntimeError(f"`ray start` of node {name} failed:\n"
+                                   + (self.temp / f"{name}.log").read_text()[-3000:])
+
+    def node_at(self, ip: str) -> str:
+        return next(name for name, node_ip in self.ips.items() if node_ip == ip)
+
+    def kill_raylet(self, name: str) -> None:
+        """SIGKILL the node's raylet, as a crashed or reclaimed machine would vanish."""
+        pid, = (pid for pid, proc, group, _ in _processes() if group == self.groups[name] and proc == "raylet")
+        os.kill(pid, signal.SIGKILL)
+
+    def ours(self) -> list[int]:
+        return [pid for pid, _, _, environ in _processes() if self.marker in environ.split(b"\0")]
+
+    def stop(self) -> None:
+        for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            for pid in self.ours():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace_s
+            while self.ours() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        shutil.rmtree(self.temp, ignore_errors=True)

@@ -1,23 +1,29 @@
-"""Running the real command line in tests: `python -m raysweep.run` as a subprocess, as users run it."""
+"""Running the real command line in tests: `python -m raysweep.run` as a subprocess, as users run it, and reading
+what it left behind (trials.csv, Tune's result.json files, the MLflow record)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+from mlflow import MlflowClient
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
+# What a sweep file written by a test starts with: the imports every sweep file in sweeps/ takes from.
+SWEEP_HEADER = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
 
 
 def write_sweep(folder: Path, body: str, *, name: str = "sweep.py") -> Path:
     """A sweep file in `folder` whose text is `body` (dedented), importing the helpers it needs."""
     path = folder / name
-    header = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
-    path.write_text(header + textwrap.dedent(body))
+    path.write_text(SWEEP_HEADER + textwrap.dedent(body))
     return path
 
 
@@ -33,13 +39,17 @@ def sweep_env(folder: Path, *, snapshot_every_s: int | None = None) -> dict[str,
     return env
 
 
-def command(sweep_file: Path, folder: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "raysweep.run", str(sweep_file), "--storage", str(folder / "results"), *args]
+def command(sweep_file: Path, folder: Path, *args: str, address: str | None = None) -> list[str]:
+    """The sweep command with its storage in folder/results; with `address`, it joins that Ray cluster (e.g. the
+    session's shared one, conftest.ray_address) instead of starting a local Ray of its own."""
+    joins = ["--address", address] if address else []
+    return [sys.executable, "-m", "raysweep.run", str(sweep_file), "--storage", str(folder / "results"), *joins, *args]
 
 
-def run_sweep(sweep_file: Path, folder: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(command(sweep_file, folder, *args), cwd=folder, env=sweep_env(folder), capture_output=True,
-                          text=True, timeout=timeout)
+def run_sweep(sweep_file: Path, folder: Path, *args: str, address: str | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command(sweep_file, folder, *args, address=address), cwd=folder, env=sweep_env(folder),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def trials_csv(folder: Path, sweep_name: str) -> list[dict[str, str]]:
@@ -49,7 +59,37 @@ def trials_csv(folder: Path, sweep_name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def trial_results(folder: Path, sweep_name: str) -> dict[str, list[dict]]:
+    """Per trial id: the results (one per epoch) Ray Tune recorded in the trial's result.json in folder/results."""
+    found = {}
+    for path in (folder / "results" / sweep_name).glob("*/*/result.json"):
+        lines = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line Tune is still writing
+                lines.append(json.loads(line))
+        # Each result names its trial; the folder (trainable_<trial id>_<n>_<settings>) does too, but a grid's trial
+        # ids hold an underscore themselves (<experiment>_00003).
+        found[lines[0]["trial_id"] if lines else path.parent.name.split("_")[1]] = lines
+    return found
+
+
 def result_lines(folder: Path, sweep_name: str) -> dict[str, int]:
     """Per trial folder: how many results (epochs) Ray Tune recorded."""
     return {path.parent.name: len(path.read_text().splitlines())
             for path in (folder / "results" / sweep_name).glob("*/*/result.json")}
+
+
+def assert_each_trial_once_and_complete(folder: Path, name: str, *, trials: int, epochs: int) -> None:
+    """trials.csv has `trials` distinct trials, each completed after `epochs` epochs, and the MLflow store in folder
+    has exactly one finished child run per trial, with every epoch's val_loss logged once."""
+    rows = trials_csv(folder, name)
+    assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
+    assert all(r["status"] == "completed" and int(r["epochs"]) == epochs for r in rows)
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    experiment = client.get_experiment_by_name(name)
+    children = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'trial'")
+    assert sorted(c.data.tags["raysweep.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")]
+        assert sorted(steps) == list(range(1, epochs + 1))  # nothing lost, nothing logged twice

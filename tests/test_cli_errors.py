@@ -16,7 +16,7 @@ import torch
 
 from raysweep import run as run_module
 from raysweep.config import TrialConfig
-from raysweep.validate import load
+from raysweep.sweep_file import load
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -67,6 +67,17 @@ CASES = {  # id: (the sweep file's text, or None for no file; the options; what 
     "max-epochs-negative": (GOOD, ["--dry-run", "--max-epochs", "-1"], "`max_epochs`"),
     "unknown-option": (GOOD, ["--epochs", "3"], "--epochs"),
     "data-dir-missing": (GOOD, ["--data-dir", "no/such/folder"], "--data-dir"),
+    "misspelt-setting-suggests": (sweep_source('fixed={"optimiser": "adam"}'), ["--dry-run"],
+                                  "unknown trial setting `optimiser`; did you mean `optimizer`? valid: model,"),
+    "misspelt-option-suggests": (sweep_source('fixed={"optimizer": "rmsprob"}'), [], "did you mean `rmsprop`?"),
+    "set-misspelt-field-suggests": (GOOD, ["--set", "max_epoch=3"], "did you mean `max_epochs`?"),
+    "set-domain-on-fixed": (GOOD, ["--set", "fixed.lr=loguniform(1e-4,1e-1)"], "use space.SETTING"),
+    "set-call-not-a-helper": (GOOD, ["--set", "space.lr=__import__('os').getcwd()"], "only calls to choice"),
+    "child-its-parent-never-uses": (sweep_source('fixed={"optimizer": "adam"}, '
+                                                 'space={"optimizer.momentum": uniform(0, 0.9)}'),
+                                    [], "`optimizer` can only be 'adam' there, which never uses it"),
+    "searched-twice": (sweep_source(f'space={{"optimizer": {SGD}, "optimizer.momentum": uniform(0, 0.5)}}'),
+                       ["--dry-run"], "`optimizer.momentum` is searched in two places at once"),
     # Checked before Ray starts too (raysweep.preflight), also by --dry-run: storage, --address, the data's real size.
     "storage-unwritable": (GOOD, ["--storage", "/proc/forbidden/results"], "`--storage` must be a folder or URI"),
     "storage-unwritable-dry-run": (GOOD, ["--dry-run", "--storage", "/proc/forbidden/results"], "`--storage`"),
@@ -79,14 +90,19 @@ if torch.cuda.device_count() == 0:  # a local run cannot ask for GPUs this machi
 
 # Also run as real processes: a bad file, a bad option and bad values, all without --dry-run, so the checks must come
 # before Ray starts. Few, because each process spends ~4 s of CPU importing torch and Ray.
-IN_A_PROCESS = ["syntax-error", "unknown-option", "num-samples-zero", "data-dir-missing", "storage-unwritable",
-                "address-not-answering",
+IN_A_PROCESS = ["syntax-error", "unknown-option", "num-samples-zero", "data-dir-missing", "several-mistakes",
+                "storage-unwritable", "address-not-answering",
                 *(["gpu-on-cpu-machine"] if "gpu-on-cpu-machine" in CASES else ["metric-mode-mismatch"])]
+
+
+# A file with three mistakes and a bad option: four lines, one per mistake, in one run.
+SEVERAL = (sweep_source('searcher="bayes", fixed={"optimiser": "adam"}, space={"dropout": uniform(0.5, 0.1)}'),
+           ["--set", "num_samples=0"], ["`searcher`", "`num_samples`", "`optimiser`", "`space.dropout`"])
 
 
 def write_case(folder: Path, case: str) -> list[str]:
     """The case's sweep file in `folder`, and the argv that runs it."""
-    text, options, _ = CASES[case]
+    text, options, _ = SEVERAL if case == "several-mistakes" else CASES[case]
     path = folder / "sweep.py"
     if text is not None:
         path.write_text(textwrap.dedent(text))
@@ -167,9 +183,37 @@ def processes(tmp_path_factory):
 @pytest.mark.parametrize("case", IN_A_PROCESS)
 def test_a_real_process_fails_the_same_way_before_ray_starts(processes, case):
     done, folder = processes[case]
-    assert_one_line_error(done.returncode, done.stdout, done.stderr, CASES[case][2])
+    if case == "several-mistakes":
+        assert_one_line_per_mistake(done.returncode, done.stdout, done.stderr, SEVERAL[2])
+    else:
+        assert_one_line_error(done.returncode, done.stdout, done.stderr, CASES[case][2])
     assert not (folder / "ray").exists(), "Ray created a session under RAY_TMPDIR"
     assert not (folder / "mlflow.db").exists(), "an MLflow store (and so maybe a run) was created"
+
+
+def assert_one_line_per_mistake(code: int, out: str, err: str, fields: list[str]) -> None:
+    lines = err.splitlines()
+    assert code == 2, (code, err)
+    assert len(lines) == len(fields) and all(line.startswith("raysweep.run: error: ") for line in lines), err
+    assert all(field in line for field, line in zip(fields, lines, strict=True)), err
+    assert "Traceback" not in err + out and out == ""
+
+
+def test_a_sweep_with_several_mistakes_reports_each_on_its_own_line(cli, tmp_path):
+    code, out, err = cli(write_case(tmp_path, "several-mistakes"))
+    assert_one_line_per_mistake(code, out, err, SEVERAL[2])
+
+
+@pytest.mark.parametrize("options", [
+    ["--set", "space.lr=[0.1,0.01]"],  # the README's examples, verbatim
+    ["--set", "searcher=random"],
+    ["--set", "fixed.hidden=[300,100]"],
+    ["--set", "space.lr=loguniform(1e-4,1e-1)"],
+])
+def test_the_readmes_set_examples_work_on_the_quickstart(cli, options):
+    code, out, err = cli([str(REPO / "sweeps" / "quickstart.py"), "--dry-run", *options])
+    assert code == 0, err
+    assert err == "" or err.startswith("raysweep.run: warning: points_to_evaluate[0] dropped") and err.count("\n") == 1
 
 
 def test_a_real_dry_run_prints_sample_configs_and_starts_nothing(processes):

@@ -12,95 +12,34 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.servers import free_port
-from tests.sweep_runs import command, sweep_env, trials_csv, write_sweep
-from tests.test_run import _assert_each_trial_once_and_complete as assert_each_trial_once_and_complete
+from tests.servers import RayCluster, answers, free_port, wait_for
+from tests.sweep_runs import (
+    assert_each_trial_once_and_complete,
+    command,
+    sweep_env,
+    trial_results,
+    trials_csv,
+    write_sweep,
+)
 
 pytestmark = pytest.mark.timeout(900)  # each test includes its share of the cluster's start-up on a loaded machine
 
-BIN = Path(sys.executable).parent  # the venv's `ray` and `moto_server` entry points
-# Ray replaces 127.0.0.1 and "localhost" by the machine's outward address (ray._raylet.is_localhost), but keeps any
-# other loopback address: each node gets its own, so Tune's `node_ip` in result.json names the node a trial ran on.
+BIN = Path(sys.executable).parent  # the venv's `moto_server` entry point
+# Each node on its own loopback address (see RayCluster), so Tune's `node_ip` in result.json names a trial's node.
 HEAD_IP = "127.0.0.2"
 WORKERS = {"a": ("127.0.0.3", ["--num-gpus=1"]), "b": ("127.0.0.4", []), "c": ("127.0.0.5", [])}
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}  # never ask 169.254.169.254 for credentials
 BUCKET = "raysweep"
-
-
-def _processes() -> Iterator[tuple[int, str, int, bytes]]:
-    """(pid, name, process group, environment) of every process we may read."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-                yield int(entry.name), name, int(fields[2]), (entry / "environ").read_bytes()
-
-
-class LocalCluster:
-    """A head (no CPUs, so it runs no trial) and 1-CPU worker raylets, each with its own temp dir."""
-
-    def __init__(self, *, env: dict[str, str]) -> None:
-        self.temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # unix socket paths must stay under ~107 chars
-        self.address = f"{HEAD_IP}:{free_port()}"
-        # Every process of this cluster, down to trial workers that outlive a killed raylet, inherits this marker.
-        self.marker = f"RAYSWEEP_TEST_CLUSTER={self.temp}".encode()
-        self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAYSWEEP_TEST_CLUSTER": str(self.temp)}
-        self.groups: dict[str, int] = {}  # node name -> process group of what its `ray start` launched
-        self.ips = {"head": HEAD_IP, **{name: ip for name, (ip, _) in WORKERS.items()}}
-
-    def start(self) -> None:
-        self._ray_start({"head": ["--head", f"--port={self.address.split(':')[1]}", "--num-cpus=0",
-                                  "--include-dashboard=false", f"--dashboard-port={free_port()}"]})
-        self._ray_start({name: [f"--address={self.address}", "--num-cpus=1", f'--resources={{"node_{name}": 1}}',
-                                *options] for name, (_, options) in WORKERS.items()})
-
-    def _ray_start(self, nodes: dict[str, list[str]]) -> None:
-        started = {}
-        for name, options in nodes.items():
-            argv = [str(BIN / "ray"), "start", *options, f"--node-ip-address={self.ips[name]}",
-                    f"--temp-dir={self.temp / name}", "--disable-usage-stats",
-                    f"--dashboard-agent-listen-port={free_port()}"]
-            with open(self.temp / f"{name}.log", "w") as log:
-                started[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                 start_new_session=True)
-            self.groups[name] = started[name].pid
-        for name, process in started.items():
-            assert process.wait(timeout=240) == 0, (self.temp / f"{name}.log").read_text()[-3000:]
-
-    def node_at(self, ip: str) -> str:
-        return next(name for name, node_ip in self.ips.items() if node_ip == ip)
-
-    def kill_raylet(self, name: str) -> None:
-        """SIGKILL the node's raylet, as a crashed or reclaimed machine would vanish."""
-        pid, = (pid for pid, proc, group, _ in _processes() if group == self.groups[name] and proc == "raylet")
-        os.kill(pid, signal.SIGKILL)
-
-    def ours(self) -> list[int]:
-        return [pid for pid, _, _, environ in _processes() if self.marker in environ.split(b"\0")]
-
-    def stop(self) -> None:
-        for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            for pid in self.ours():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace_s
-            while self.ours() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +56,8 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str | None]:
         server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", endpoint.rsplit(":", 1)[1]],
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: _answers(endpoint), timeout=60, process=server)
+        # Any HTTP answer will do (moto's root answers 200 with a bucket listing).
+        wait_for(lambda: answers(endpoint), timeout_s=60, what=f"moto S3 server at {endpoint}", process=server)
         boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=BUCKET)
         yield endpoint
     finally:
@@ -127,13 +67,14 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str | None]:
 
 
 @pytest.fixture(scope="module")
-def cluster(s3_endpoint) -> Iterator[LocalCluster]:
+def cluster(s3_endpoint) -> Iterator[RayCluster]:
     # Every node reaches the S3 server the way a node of a real cluster reaches a MinIO: through the AWS variables.
     env = {**os.environ, **(S3_ENV | {"AWS_ENDPOINT_URL_S3": s3_endpoint} if s3_endpoint else {})}
-    env.pop("RAY_ADDRESS", None)
-    local = LocalCluster(env=env)
+    local = RayCluster(env=env, head_ip=HEAD_IP)
     try:
-        local.start()
+        local.start_head("--num-cpus=0")  # no CPUs: the head runs no trial
+        local.add_workers({name: (ip, ["--num-cpus=1", f'--resources={{"node_{name}": 1}}', *options])
+                           for name, (ip, options) in WORKERS.items()})
         yield local
     finally:
         local.stop()
@@ -141,24 +82,8 @@ def cluster(s3_endpoint) -> Iterator[LocalCluster]:
         assert not left, f"processes of the test cluster still alive after stop: {left}"
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _boto_credentials() -> dict[str, str]:
     return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def _wait_for(predicate: Callable[[], bool], *, timeout: float, process: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert process.poll() is None, "the process ended before the awaited state"
-        assert time.time() < deadline, "the awaited state never came"
-        time.sleep(0.2)
 
 
 def _driver(sweep_file: Path, folder: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -175,21 +100,9 @@ def _finish(driver: subprocess.Popen, *, timeout: float = 600) -> tuple[str, str
             os.killpg(driver.pid, signal.SIGKILL)
 
 
-def _driver_env(folder: Path, cluster: LocalCluster, **extra: str) -> dict[str, str]:
+def _driver_env(folder: Path, cluster: RayCluster, **extra: str) -> dict[str, str]:
     return {**sweep_env(folder, snapshot_every_s=1), **{k: cluster.env[k] for k in cluster.env if k.startswith("AWS_")},
             "RAY_AUTH_MODE": "disabled", **extra}
-
-
-def _results(folder: Path, name: str) -> dict[str, list[dict]]:
-    """Per trial id: Tune's results (one per epoch) from result.json in the storage folder."""
-    found = {}
-    for path in (folder / "results" / name).glob("*/*/result.json"):
-        lines = []
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):  # a line Tune is still writing
-                lines.append(json.loads(line))
-        found[path.parent.name.split("_")[1]] = lines
-    return found
 
 
 # ---- several nodes, shared storage, one node lost mid-trial ----
@@ -219,7 +132,7 @@ def lost_node_sweep(cluster, tmp_path_factory) -> dict:
     killed: dict = {}
 
     def lose_the_node_of_a_trial_part_way() -> bool:
-        for trial, results in _results(folder, "spread").items():
+        for trial, results in trial_results(folder, "spread").items():
             node = cluster.node_at(results[-1]["node_ip"]) if results else "a"
             if node != "a" and len(results) <= EPOCHS - 3:  # >= 2 epochs to go, however stale the snapshot
                 cluster.kill_raylet(node)
@@ -228,11 +141,12 @@ def lost_node_sweep(cluster, tmp_path_factory) -> dict:
         return False
 
     try:
-        _wait_for(lose_the_node_of_a_trial_part_way, timeout=400, process=driver)
+        wait_for(lose_the_node_of_a_trial_part_way, timeout_s=400, what="a trial part-way on node b or c",
+                 process=driver, every_s=0.2)
     finally:
         _, err = _finish(driver)
     assert driver.returncode == 0, err[-3000:]
-    return {"folder": folder, "killed": killed, "results": _results(folder, "spread")}
+    return {"folder": folder, "killed": killed, "results": trial_results(folder, "spread")}
 
 
 def test_trials_of_one_sweep_run_on_several_nodes(lost_node_sweep, cluster):
@@ -245,9 +159,16 @@ def test_checkpoints_and_results_land_in_the_shared_storage(lost_node_sweep):
     trial_dirs = [d for d in run.iterdir() if d.name.startswith("trainable_")]
     assert (run / "trials.csv").is_file() and list(run.glob("experiment_state-*.json"))
     assert len(trial_dirs) == 3
+    rows = trials_csv(lost_node_sweep["folder"], "spread")
+    assert sorted(r["trial_id"] for r in rows) == sorted(d.name.split("_")[1] for d in trial_dirs)
     for trial_dir in trial_dirs:
-        assert (trial_dir / "result.json").is_file()
-        assert [c for c in trial_dir.glob("checkpoint_*") if (c / "state.pt").is_file()], trial_dir.name
+        results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in results] == list(range(1, EPOCHS + 1)), trial_dir.name
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        assert checkpoints, trial_dir.name
+        for checkpoint in checkpoints:  # checkpoint_00000N holds epoch N + 1, whichever node wrote it
+            state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
+            assert state["epoch"] == int(checkpoint.name.split("_")[1]) + 1, checkpoint
 
 
 def test_mlflow_record_of_a_multi_node_sweep_is_complete(lost_node_sweep):
@@ -293,7 +214,7 @@ def quarter_gpu_sweep(cluster, tmp_path_factory) -> dict:
                      env=_driver_env(folder, cluster, RAY_DEDUP_LOGS="0"))
     out, err = _finish(driver)
     assert driver.returncode == 0, err[-3000:]
-    return {"folder": folder, "output": out + err, "results": _results(folder, "quarters")}
+    return {"folder": folder, "output": out + err, "results": trial_results(folder, "quarters")}
 
 
 def test_quarter_gpu_trials_run_four_at_a_time_on_one_gpu(quarter_gpu_sweep, cluster):
@@ -403,7 +324,8 @@ def s3_sweep(cluster, s3_endpoint, tmp_path_factory) -> dict:
         return True
 
     try:
-        _wait_for(kill_once_the_bucket_holds_one_finished_and_one_part_way_trial, timeout=400, process=driver)
+        wait_for(kill_once_the_bucket_holds_one_finished_and_one_part_way_trial, timeout_s=400,
+                 what="one trial finished, one part-way in the bucket", process=driver, every_s=0.2)
     finally:
         _finish(driver, timeout=60)
     resumed = _driver(sweep_file, folder, *options, "--resume", env=_driver_env(folder, cluster))

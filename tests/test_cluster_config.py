@@ -5,26 +5,25 @@ against ray/autoscaler/ray-schema.json), so a misspelt key fails here. Nothing t
 server started (MLflow, from the head's own start command) listens on 127.0.0.1 and is stopped by its process group.
 """
 
-import contextlib
 import copy
 import json
 import os
 import re
-import signal
-import socket
+import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray
 import yaml
+from mlflow import MlflowClient
 from packaging.version import Version
 from ray._private.authentication import authentication_token_setup
 from ray.autoscaler._private.util import prepare_config, validate_config
+
+from tests.servers import answers, free_port, stop_process_group, wait_for
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 TORCH_CEILING = Version("2.14.1")  # pyproject.toml: never above 2.14.1
@@ -198,36 +197,6 @@ def test_bashrc_lines_are_added_once_and_export_what_the_driver_needs(config, tm
     assert (tmp_path / ".bashrc").read_text().count("export RAY_AUTH_MODE=token") == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, *, log: Path, deadline_s: float = 90.0) -> None:
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy
-    stop = time.monotonic() + deadline_s
-    while time.monotonic() < stop:
-        try:
-            with direct.open(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"MLflow never answered {url}; its log:\n{log.read_text() if log.exists() else '(none)'}")
-
-
-def stop_process_group(group: int, *, grace_s: float = 15.0) -> None:
-    """SIGTERM the group (MLflow's CLI, its uvicorn and job runners), then SIGKILL whatever outlives the grace."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-        stop = time.monotonic() + grace_s
-        while time.monotonic() < stop:
-            os.killpg(group, 0)  # raises ProcessLookupError once the whole group is gone
-            time.sleep(0.2)
-        os.killpg(group, signal.SIGKILL)
-
-
 def test_head_start_command_runs_one_mlflow_server_however_often_it_runs(config, tmp_path):
     command = mlflow_start_command(config)
     assert command.count(NODE_IP_LOOKUP) == 1 and "--port 5000" in command
@@ -236,24 +205,33 @@ def test_head_start_command_runs_one_mlflow_server_however_often_it_runs(config,
     local = command.replace(NODE_IP_LOOKUP, "127.0.0.1").replace("5000", str(port))
     # One uvicorn worker instead of MLflow's default 4: the same server, started faster on a 2-core machine.
     env = {"HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "MLFLOW_WORKERS": "1"}
-    groups = []
+    shells = []
 
     def run_once() -> str:
         # Own session, so the nohup'd server stays in a process group whose id is this shell's pid.
         shell = subprocess.Popen(
             ["bash", "-c", local], env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
         )
-        groups.append(shell.pid)
+        shells.append(shell)
         return shell.communicate(timeout=60)[0]
 
+    uri = f"http://127.0.0.1:{port}"
     try:
         run_once()
-        wait_healthy(f"http://127.0.0.1:{port}/health", log=tmp_path / "mlflow" / "server.log")
+        log = tmp_path / "mlflow" / "server.log"
+        try:
+            wait_for(lambda: answers(f"{uri}/health", timeout_s=2), timeout_s=90, what=f"MLflow at {uri}")
+        except TimeoutError as error:
+            pytest.fail(f"{error}; its log:\n{log.read_text() if log.exists() else '(none)'}")
         assert "MLflow already running" in run_once()
         with pytest.raises(ProcessLookupError):
-            os.killpg(groups[1], 0)  # the second run left no process behind
-        assert (tmp_path / "mlflow" / "tracking_uri").read_text().strip() == f"http://127.0.0.1:{port}"
-        assert (tmp_path / "mlflow" / "mlflow.db").is_file()
+            os.killpg(shells[1].pid, 0)  # the second run left no process behind
+        assert (tmp_path / "mlflow" / "tracking_uri").read_text().strip() == uri
+        # The server keeps its record in the sqlite file the command names (the head's disk), not elsewhere.
+        MlflowClient(uri).create_experiment("kept_on_the_head")
+        with sqlite3.connect(tmp_path / "mlflow" / "mlflow.db") as db:
+            names = {name for (name,) in db.execute("SELECT name FROM experiments")}
+        assert "kept_on_the_head" in names
     finally:
-        for group in groups:
-            stop_process_group(group)
+        for shell in shells:
+            stop_process_group(shell)

@@ -115,6 +115,7 @@ def test_cifar10_has_5000_images_per_class_in_train_and_1000_in_test(shared_load
 
 
 def test_loading_from_shared_folder_writes_nothing_into_it(shared_loads):
+    assert {"mnist", "cifar10"} & shared_loads.keys()  # something was loaded from it
     assert shared_loads["after"] == shared_loads["before"]
     assert shared_loads["downloads"] == []
 

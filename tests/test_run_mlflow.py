@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import csv
 import subprocess
-import time
+from pathlib import Path
 
 import mlflow.pytorch
 import numpy as np
@@ -12,8 +12,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from tests.servers import MlflowServer
-from tests.sweep_runs import command, result_lines, run_sweep, sweep_env, trials_csv, write_sweep
+from tests.servers import MlflowServer, wait_for
+from tests.sweep_runs import command, result_lines, run_sweep, sweep_env, trial_results, trials_csv, write_sweep
 
 QUICK = """
 SWEEP = Sweep(
@@ -38,9 +38,10 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served_run(server, tmp_path_factory):
+def served_run(server, tmp_path_factory, ray_address):
     folder = tmp_path_factory.mktemp("served")
-    done = run_sweep(write_sweep(folder, QUICK.format(name="served")), folder, "--tracking-uri", server.uri)
+    done = run_sweep(write_sweep(folder, QUICK.format(name="served")), folder, "--tracking-uri", server.uri,
+                     address=ray_address)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, done
 
@@ -63,6 +64,11 @@ def test_a_sweep_against_a_tracking_server_records_parent_children_and_the_best_
         assert child.data.tags["raysweep.status"] == row["status"] == "completed"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep.py", "resolved_sweep.json", "trials.csv", "report"} <= artifacts
+    # What was logged is what ran: the sweep file as written, and the trials.csv of the results folder.
+    logged = Path(client.download_artifacts(parent.info.run_id, "", str(folder / "logged")))
+    assert (logged / "sweep.py").read_text() == (folder / "sweep.py").read_text()
+    with open(logged / "trials.csv") as handle:
+        assert list(csv.DictReader(handle)) == rows
     assert parent.data.params["searcher"] == "tpe" and "space.lr" in parent.data.params
     assert parent.data.tags["raysweep.sweep_file"].endswith("sweep.py")  # outside git here: no commit tag
     best = client.get_run(parent.data.tags["raysweep.best_run_id"])
@@ -95,19 +101,19 @@ SLOW = QUICK.replace('"hidden": [32], "batch_size": 32', '"hidden": [256, 256], 
     "num_samples=3", "num_samples=4").replace('dataset="digits"', 'dataset="synthetic"')
 
 
-def test_a_tracking_server_outage_mid_sweep_loses_no_trial_and_is_reported(tmp_path):
+def test_a_tracking_server_outage_mid_sweep_loses_no_trial_and_is_reported(tmp_path, ray_address):
     server = MlflowServer(tmp_path / "server")
     server.start()
     sweep_file = write_sweep(tmp_path, SLOW.format(name="outage"))
     env = sweep_env(tmp_path)
     env["MLFLOW_TRACKING_URI"] = server.uri
-    driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(command(sweep_file, tmp_path, address=ray_address), cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not any(n >= 1 for n in (result_lines(tmp_path, "outage") if (tmp_path / "results").exists()
-                                      else {}).values()):
-            assert driver.poll() is None, driver.stdout.read()[-3000:]
-            time.sleep(0.1)
+        def first_epoch_done() -> bool:
+            return (tmp_path / "results").exists() and any(n >= 1 for n in result_lines(tmp_path, "outage").values())
+
+        wait_for(first_epoch_done, timeout_s=600, what="a trial's first epoch", process=driver)
         server.stop()  # the tracking server goes away after the first epoch
         output, _ = driver.communicate(timeout=900)
     finally:
@@ -119,9 +125,11 @@ def test_a_tracking_server_outage_mid_sweep_loses_no_trial_and_is_reported(tmp_p
     # Every trial's results are kept in the CSV, each trial once, none lost to the outage.
     assert len({r["trial_id"] for r in rows}) == len(rows) == 4
     assert all(r["status"] != "failed" and int(r["epochs"]) >= 1 for r in rows)
+    # Each row holds every epoch Tune recorded for its trial, the ones after the outage included.
+    recorded = {trial: len(results) for trial, results in trial_results(tmp_path, "outage").items()}
+    assert {r["trial_id"]: int(r["epochs"]) for r in rows} == recorded
     warnings = [line for line in output.splitlines() if line.startswith("warning:")]
     assert warnings and any("not logged" in w for w in warnings)
-    assert os.path.getsize(next((tmp_path / "results" / "outage").iterdir()) / "trials.csv") > 0
 
 
 # Fails the driver once a trial has reported its second epoch: the trial's run is open, Tune is mid-fit. The

@@ -13,7 +13,7 @@ from ray.tune.search.variant_generator import generate_variants
 from raysweep import space
 from raysweep.config import TrialConfig, flatten
 from raysweep.sweep import Choice, Sweep, loguniform, trial_settings, uniform
-from raysweep.validate import load
+from raysweep.sweep_file import load
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -156,9 +156,9 @@ def booting_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local_ray(booting_server):
-    # Ray starts while the server boots: each takes seconds of CPU, and there are two cores.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def local_ray(booting_server, ray_address):
+    # The session's 2-CPU Ray (it starts while the server boots, if this module is the first to need it).
+    ray.init(address=ray_address, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -214,13 +214,17 @@ def test_stopped_epoch_tag_comes_from_the_trial(server_sweep, server):
     assert tags == {"sgd": "3", "adam": "2", "rmsprop": "3", "adagrad": "1"}
 
 
-def test_parent_run_holds_sweep_files_settings_versions_and_summary(server_sweep, server):
+def test_parent_run_holds_sweep_files_settings_versions_and_summary(server_sweep, server, tmp_path):
     sweep_run, _, _, unlogged = server_sweep
     client = MlflowClient(server.uri)
     parent = client.get_run(sweep_run.run_id)
     artifacts = {a.path for a in client.list_artifacts(sweep_run.run_id)}
+    logged = Path(client.download_artifacts(sweep_run.run_id, "", str(tmp_path)))
     assert unlogged == []
     assert artifacts == {"sweep.py", "resolved_sweep.json", "summary.csv"}
+    assert {name: (logged / name).read_text() for name in sorted(artifacts)} == {  # as given to it, byte for byte
+        "resolved_sweep.json": '{"name": "demo"}', "summary.csv": "trial,val_acc\nsgd,0.7\n",
+        "sweep.py": "SWEEP = Sweep(name='demo')\n"}
     assert parent.data.params["scheduler.grace_period"] == "1"
     assert parent.data.metrics == {"best_val_acc": 0.7, "best_test_acc": 0.69}
     assert {k: parent.data.tags[k] for k in (ROLE, "mlflow.source.git.commit", "raysweep.version.ray",

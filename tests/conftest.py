@@ -1,0 +1,28 @@
+"""Fixtures shared by test files: one Ray cluster for the end-to-end sweeps that can share it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import RayCluster
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """The address of a one-node Ray cluster that the slow end-to-end sweeps join with --address.
+
+    Each sweep command otherwise starts and stops a local Ray of its own, seconds of both cores each time. Two CPUs,
+    as a local run on the 2-core machines these tests were sized on. Sweeps whose subject is the driver's own local
+    Ray (Ctrl-C, a killed driver) do not use it. Started on first use, its processes ended by their ids at the end.
+    """
+    cluster = RayCluster(env=dict(os.environ), head_ip="127.0.0.1")
+    try:
+        cluster.start_head("--num-cpus=2", "--num-gpus=0")
+        yield cluster.address
+    finally:
+        cluster.stop()
+        left = cluster.ours()
+        assert not left, f"processes of the shared Ray cluster still alive after stop: {left}"
