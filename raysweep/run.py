@@ -240,9 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         sweep = resolve_sweep(args)
     except SweepError as exc:
         fail(*str(exc).splitlines())  # every mistake in the sweep, one line each
-    from raysweep import progress
-
-    progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
 
     # 2. What the sweep needs from outside, checked before Ray starts and any MLflow run opens (see preflight). A dry
     #    run takes these same checks: it passes exactly when the real run would get past its start.
@@ -255,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             preflight.check_local_resources(sweep)
     except preflight.PreflightError as exc:
         fail(str(exc))
+    if not args.dry_run:
+        from raysweep import progress
+
+        progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
     try:
         if not args.dry_run or address:  # joining a cluster starts nothing; a local Ray is only started for real
             gpu = connect(sweep, address=address)
