@@ -59,7 +59,8 @@ def test_a_sweep_against_a_tracking_server_records_parent_children_and_the_best_
     for child in children:
         row = next(r for r in rows if r["trial_id"] == child.data.tags["raysweep.trial_id"])
         assert child.data.params["optimizer"] == row["optimizer"]
-        assert ("optimizer.momentum" in child.data.params) == (row["optimizer"] == "sgd")
+        # Every setting is a param (issue #10): a momentum only under sgd, None (the default) under adam
+        assert (child.data.params["optimizer.momentum"] != "None") == (row["optimizer"] == "sgd")
         assert len(client.get_metric_history(child.info.run_id, "val_acc")) == int(row["epochs"])
         assert child.data.tags["raysweep.status"] == row["status"] == "completed"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
