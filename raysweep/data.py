@@ -4,11 +4,8 @@
 bytes in the object store; each trial scales them by 1/255 and normalises with `mean` / `std` on its device.
 """
 
-import gzip
 import os
-import pickle
 import stat
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -16,14 +13,24 @@ from pathlib import Path
 
 import numpy as np
 
+# The file readers live in data_files; their names are re-exported here, where callers have always found them.
+from raysweep.data_files import (
+    CIFAR_BIN_FILES,
+    CIFAR_PY_FILES,
+    IDX_FILES,
+    Arrays,
+    Checksum,
+    DataNotFoundError,
+    one_line,
+    read_cifar_bin,
+    read_cifar_py,
+    read_idx,
+    read_idx_set,
+)
+
 DEFAULT_DATA_DIR = Path("~/.cache/raysweep/data")
 VAL_PICKS = ("first", "random")
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-CIFAR_PY_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
-CIFAR_BIN_FILES = tuple(f"{f}.bin" for f in CIFAR_PY_FILES)
-CIFAR_RECORD_BYTES = 1 + 3 * 32 * 32  # 1 label byte, then 1024 R, 1024 G, 1024 B bytes (row-major)
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 1797  # fixed on purpose: the digits test set never depends on `seed`
 SYNTHETIC_SIZES = (2000, 500)  # (train, test) images
@@ -33,11 +40,7 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
-
-
-class DataNotFoundError(Exception):
-    """A data set's files are missing or unreadable. The message is one line for the user; show no traceback."""
+_read_idx = read_idx  # the name tests/test_data.py reads
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -54,6 +57,7 @@ class Dataset:
     y_test: np.ndarray
     mean: tuple[float, ...]  # per channel, pixel units in [0, 1], from x_train only
     std: tuple[float, ...]
+    sha256: str = ""  # of the files read (or the arrays of a data set without files): see data_files.Checksum
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +75,7 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """How to get one data set: `read(root, *, name, download, seed, image_shape) -> Arrays`."""
+    """How to get one data set: `read(root, *, name, download, seed, image_shape, checksum) -> Arrays`."""
 
     read: Callable[..., Arrays]
     classes: tuple[str, ...]
@@ -82,75 +86,6 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """`data_dir` if given, else $RAYSWEEP_DATA_DIR, else ~/.cache/raysweep/data. Creates nothing."""
     chosen = data_dir if data_dir is not None else os.environ.get("RAYSWEEP_DATA_DIR") or DEFAULT_DATA_DIR
     return Path(chosen).expanduser().resolve()
-
-
-# ---------------------------------------------------------------------------------------------- file readers
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """One idx file (MNIST's format: 0, 0, 0x08 = uint8, ndim, ndim big-endian int32 sizes, then the bytes)."""
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:  # a corrupt or cut-off .gz
-        raise DataNotFoundError(f"{path} cannot be unpacked ({_one_line(exc)}); put the official file there") from None
-    ndim = raw[3] if len(raw) >= 4 else 0
-    if raw[:3] != b"\x00\x00\x08" or ndim == 0 or len(raw) < 4 + 4 * ndim:
-        raise DataNotFoundError(f"{path} is not a uint8 idx file (header {raw[:8]!r}); put the official file there")
-    shape = tuple(int(s) for s in np.frombuffer(raw, ">i4", count=ndim, offset=4))
-    if len(raw) != 4 + 4 * ndim + int(np.prod(shape)):
-        raise DataNotFoundError(f"{path} is {len(raw)} bytes unpacked but its header says {shape}: truncated")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _read_idx_set(raw_dir: Path) -> Arrays | None:
-    """The four idx files in torchvision's `<root>/<Name>/raw`, unpacked or .gz; None if one is missing."""
-    paths = []
-    for stem in IDX_FILES:
-        found = [p for p in (raw_dir / stem, raw_dir / f"{stem}.gz") if p.is_file()]
-        if not found:
-            return None
-        paths.append(found[0])  # the unpacked file reads faster than the .gz
-    x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
-    for x, y, path in ((x_train, y_train, paths[0]), (x_test, y_test, paths[2])):
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DataNotFoundError(f"{path} holds images {x.shape} for labels {y.shape}, not (N, H, W) and (N,)")
-    return x_train[:, None], y_train.astype(np.int64), x_test[:, None], y_test.astype(np.int64)
-
-
-def _read_cifar_bin(folder: Path) -> Arrays:
-    batches = []
-    for name in CIFAR_BIN_FILES:
-        records = np.fromfile(folder / name, np.uint8)
-        if records.size % CIFAR_RECORD_BYTES:
-            raise DataNotFoundError(f"{folder / name} is {records.size} bytes, not whole "
-                                    f"{CIFAR_RECORD_BYTES}-byte CIFAR-10 records: truncated")
-        records = records.reshape(-1, CIFAR_RECORD_BYTES)
-        batches.append((records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)))
-    return _join_cifar(batches)
-
-
-def _read_cifar_py(folder: Path) -> Arrays:
-    batches = []
-    for name in CIFAR_PY_FILES:
-        try:
-            with open(folder / name, "rb") as f:
-                # Official pickles come from Python 2; encoding="bytes" gives keys b"data" and b"labels".
-                entry = pickle.load(f, encoding="bytes")
-            data, labels = entry.get(b"data", entry.get("data")), entry.get(b"labels", entry.get("labels"))
-            batches.append((np.asarray(data, np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)))
-        except Exception as exc:  # any unreadable pickle: same one-line answer
-            raise DataNotFoundError(f"{folder / name} is not a CIFAR-10 python batch ({_one_line(exc)}); "
-                                    "put the official file there") from None
-    return _join_cifar(batches)
-
-
-def _join_cifar(batches: list[tuple[np.ndarray, np.ndarray]]) -> Arrays:
-    x_test, y_test = batches[-1]
-    return (np.concatenate([x for x, _ in batches[:-1]]), np.concatenate([y for _, y in batches[:-1]]),
-            np.ascontiguousarray(x_test), y_test)
 
 
 # ------------------------------------------------------------------------------------ files on disk, download
@@ -187,7 +122,7 @@ def _find_or_download(name: str, root: Path, *, download: bool, targets: list[Ta
         try:
             _download(name, root)
         except Exception as exc:  # offline, refused, interrupted: all end in the same one-line message
-            why = f"download failed: {_one_line(exc)}"
+            why = f"download failed: {one_line(exc)}"
         else:
             arrays = targets[0][1]()
             if arrays is not None:
@@ -199,23 +134,24 @@ def _find_or_download(name: str, root: Path, *, download: bool, targets: list[Ta
 
 
 def _read_mnist_like(folder: str) -> Callable[..., Arrays]:
-    def read(root: Path, *, name: str, download: bool, **_: object) -> Arrays:
+    def read(root: Path, *, name: str, download: bool, checksum: Checksum, **_: object) -> Arrays:
         raw_dir = root / folder / "raw"
         what = f"{', '.join(f'{stem}.gz' for stem in IDX_FILES)} in {raw_dir}"
-        targets = [(raw_dir, lambda: _read_idx_set(raw_dir))]
+        targets = [(raw_dir, lambda: read_idx_set(raw_dir, checksum))]
         return _find_or_download(name, root, download=download, targets=targets, what=what)
 
     return read
 
 
-def _if_complete(folder: Path, files: tuple[str, ...], reader: Callable[[Path], Arrays]) -> Target:
-    return folder, lambda: reader(folder) if all((folder / f).is_file() for f in files) else None
+def _if_complete(folder: Path, files: tuple[str, ...], reader: Callable[[Path, Checksum], Arrays],
+                 checksum: Checksum) -> Target:
+    return folder, lambda: reader(folder, checksum) if all((folder / f).is_file() for f in files) else None
 
 
-def _read_cifar10(root: Path, *, name: str, download: bool, **_: object) -> Arrays:
+def _read_cifar10(root: Path, *, name: str, download: bool, checksum: Checksum, **_: object) -> Arrays:
     py_dir, bin_dir = root / "cifar-10-batches-py", root / "cifar-10-batches-bin"
-    targets = [_if_complete(py_dir, CIFAR_PY_FILES, _read_cifar_py),  # first: torchvision downloads this one
-               _if_complete(bin_dir, CIFAR_BIN_FILES, _read_cifar_bin)]
+    targets = [_if_complete(py_dir, CIFAR_PY_FILES, read_cifar_py, checksum),  # first: torchvision downloads it
+               _if_complete(bin_dir, CIFAR_BIN_FILES, read_cifar_bin, checksum)]
     what = (f"the python version's {', '.join(CIFAR_PY_FILES)} in {py_dir}, "
             f"or the binary version's {', '.join(CIFAR_BIN_FILES)} in {bin_dir}")
     return _find_or_download(name, root, download=download, targets=targets, what=what)
@@ -311,8 +247,11 @@ def load(name: str, *, data_dir: str | Path | None = None, val_size: int | float
             len(image_shape) == 3 and all(isinstance(s, Integral) and s >= 1 for s in image_shape)):
         raise ValueError(f"`image_shape` must be three positive ints (C, H, W), but got {image_shape!r}")
     info = DATASETS[name]
+    checksum = Checksum()
     x_all, y_all, x_test, y_test = info.read(resolve_data_dir(data_dir), name=name, download=download,
-                                             seed=seed, image_shape=image_shape)
+                                             seed=seed, image_shape=image_shape, checksum=checksum)
+    if not checksum.files:  # digits, synthetic: no files of ours, so the arrays are the fingerprint
+        checksum.add_arrays((x_all, y_all, x_test, y_test))
 
     n_val = _val_count(info.default_val_size if val_size is None else val_size, len(x_all))
     if val_pick == "first":  # slices are views: no copy of the training images
@@ -332,4 +271,4 @@ def load(name: str, *, data_dir: str | Path | None = None, val_size: int | float
     for array in arrays.values():
         array.setflags(write=False)  # as workers see them from Ray's object store: copy before writing
     mean, std = _channel_stats(x_train)
-    return Dataset(name=name, classes=info.classes, mean=mean, std=std, **arrays)
+    return Dataset(name=name, classes=info.classes, mean=mean, std=std, sha256=checksum.hexdigest(), **arrays)

@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 # Numeric per-epoch keys of ours that become metrics (step = epoch); Tune's own keys are not logged.
@@ -25,6 +26,7 @@ OPTIONAL_METRICS = ("recon_loss", "val_recon_loss")  # cae_mlp only
 ABANDONED = "abandoned"  # the status tag of a deleted orphan run: see tracking.abandon_unknown_trial_runs
 ROLE, SWEEP_KEY, TRIAL_ID = "raysweep.role", "raysweep.sweep_key", "raysweep.trial_id"
 STATUS, STOPPED_EPOCH, PARENT = "raysweep.status", "raysweep.stopped_epoch", "mlflow.parentRunId"
+STOP_REASON = "raysweep.stop_reason"  # one of status.STOP_REASONS
 SEED = "raysweep.seed"  # on a seed's run nested under its configuration's run (repeats)
 
 # The callback must not stall the Tune loop: one retry, no backoff, 5 s per request (MLflow's
@@ -149,8 +151,8 @@ def child_runs(client: MlflowClient, sweep_run: SweepRun, *, status: str | None,
 
 
 def end_run(client: MlflowClient, run_id: str, status: str = "failed", run_status: str = "KILLED",
-             stopped_epoch: int | None = None) -> None:
-    tags = [RunTag(STATUS, status)]
+            stopped_epoch: int | None = None, stop_reason: str | None = None) -> None:
+    tags = [RunTag(STATUS, status), RunTag(STOP_REASON, stop_reason or status)]
     if stopped_epoch is not None:
         tags.append(RunTag(STOPPED_EPOCH, str(stopped_epoch)))
     client.log_batch(run_id, tags=tags)
@@ -183,3 +185,31 @@ def local_store_folder(uri: str) -> Path | None:
 
         return Path(local_file_uri_to_path(uri)).absolute()
     return Path(uri).absolute() if "://" not in uri and not uri.startswith("databricks") else None
+
+
+def trial_label(params: dict) -> str:
+    """E.g. {"optimizer": "sgd", "lr": 0.01, "optimizer.momentum": 0.9} -> "sgd lr=0.01 momentum=0.9"."""
+    from raysweep.config import flatten  # here: config imports torch, which the dry run's checks do not need
+
+    # HyperOpt's evaluated params are paths ("optimizer/optimizer.momentum"), Tune's are nested dicts.
+    flat = {key.rsplit("/", 1)[-1]: value for key, value in flatten(params).items()}
+    names, parts = [], []  # choices by name first ("sgd"), then numbers ("lr=0.01")
+    for key, value in flat.items():
+        name = key.rsplit(".", 1)[-1]
+        if isinstance(value, str):
+            names.append(value)
+        elif isinstance(value, float):
+            parts.append(f"{name}={value:.3g}")
+        elif isinstance(value, (tuple, list)):
+            parts.append(f"{name}={','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{name}={value}")
+    return " ".join(names + parts)[:200] or "trial"
+
+
+def is_permanent(exc: Exception) -> bool:
+    """A request MLflow rejected (4xx other than 429 rate limiting) fails the same way when retried."""
+    if not isinstance(exc, MlflowException):
+        return False
+    status = exc.get_http_status_code()
+    return 400 <= status < 500 and status != 429

@@ -1,21 +1,26 @@
 """After Tuner.fit(): one row per trial, the best trial evaluated on the test split, the results CSV, the MLflow
 summary and the report.
+
+Every row is derived from the driver's record of each trial (raysweep.trial_log: why it is the source of truth) by
+the rules of raysweep.status, which the MLflow callback applies to the same results. A sweep that finished leaves
+outcome.json beside trials.csv: `--resume` of it then changes nothing and only prints its summary again.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from raysweep import report, tracking, train, trainable
+from raysweep import report, storage, tracking, train, trainable, trial_log
 from raysweep.config import TrialConfig, flatten
-from raysweep.mlflow_runs import short_http
-from raysweep.status import epoch_of, status_of
+from raysweep.mlflow_runs import SweepRun, short_http, trial_label
+from raysweep.status import best_of, epoch_of, status_of, stop_reason_of
 from raysweep.sweep import Sweep, is_finite_number
-from raysweep.tracking_callback import ExperimentEnd
+from raysweep.trial_log import ExperimentEnd
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,54 +29,87 @@ if TYPE_CHECKING:
     from torch import nn
 
     from raysweep.data import Dataset
-    from raysweep.mlflow_runs import SweepRun
 
 RESULTS_CSV = "trials.csv"
+OUTCOME_FILE = "outcome.json"  # written once a sweep has finished every trial
 SOUND_STATUSES = ("completed", "early_stopped", "interrupted")  # diverged and failed trials are never the best
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a sweep came to: what the console summary prints, and what decides the exit code.
+
+    `best` is None when no trial succeeded. Otherwise it holds the best trial's trials.csv row and these keys:
+    - label: the trial's readable label, as its MLflow run is named; trial_id; run_id (its MLflow run, or None);
+    - metric: the sweep metric (e.g. "val_acc"); best_value: its best over the trial's epochs (mode-aware, as
+      status.best_of defines it); best_epoch: the epoch that reached it;
+    - test_acc, test_loss: that epoch's checkpoint on the test split; test_epoch: the epoch of the checkpoint
+      evaluated (best_epoch, unless that checkpoint was gone);
+    - status, stop_reason, epochs (epochs run); config: its settings.
+    """
+
     results_dir: Path
-    table: pd.DataFrame  # one row per trial
-    best: dict[str, Any] | None  # the best trial's row, with test_loss / test_acc
+    table: pd.DataFrame  # one row per trial: trials.csv
+    best: dict[str, Any] | None
     sweep_run: SweepRun
     missing: list[str] = field(default_factory=list)  # what could not be logged to MLflow
+    unchanged: bool = False  # --resume of a sweep that had finished: nothing ran, nothing was rewritten
 
 
-def trial_rows(sweep: Sweep, result_grid: ResultGrid, *, interrupted: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """One row per trial: status, epochs, the best value of the sweep metric over its epochs, its last metrics and
-    its settings."""
+def trial_rows(sweep: Sweep, result_grid: ResultGrid, *, histories: dict[str, trial_log.TrialHistory],
+               interrupted: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """One row per trial, from its history in the trial log (Tune's when the log lacks it): status, why it stopped,
+    epochs, the best value of the sweep metric over its epochs and that epoch, its last metrics and its settings."""
     rows = []
     for result in result_grid:
-        last = result.metrics or {}
-        history = result.metrics_dataframe
-        scores = history[sweep.metric] if history is not None and sweep.metric in history else pd.Series(dtype=float)
-        best = scores.max() if sweep.mode == "max" else scores.min()
         # A trial that never reported has no trial_id in its metrics; its folder is <trainable>_<trial id>_<n>_...
         folder = Path(result.path).name
-        trial_id = last.get("trial_id") or next((t for t in interrupted if f"_{t}_" in folder), folder)
+        trial_id = (result.metrics or {}).get("trial_id") or next(
+            (t for t in [*interrupted, *histories] if f"_{t}_" in folder), folder)
+        history = histories.get(trial_id) or trial_log.TrialHistory()
+        results = history.results or _tune_history(result)
+        last = results[-1] if results else (result.metrics or {})
+        best, best_epoch = best_of(results, metric=sweep.metric, mode=sweep.mode)
+        rule = {"max_epochs": sweep.max_epochs, "failed": result.error is not None,
+                "interrupted": trial_id in interrupted}
         rows.append({
             "trial_id": trial_id,
-            "status": status_of(last, max_epochs=sweep.max_epochs, failed=result.error is not None,
-                                interrupted=trial_id in interrupted),
+            "label": history.label or trial_label(result.config or {}),
+            "status": status_of(last, **rule),
+            "stop_reason": stop_reason_of(last, **rule),
             "epochs": epoch_of(last),
             f"best_{sweep.metric}": best,
+            "best_epoch": best_epoch,
             **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             "wall_time_s": last.get("time_total_s"),
             **flatten(result.config or {}),
             "path": result.path,
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["best_epoch"] = table["best_epoch"].astype("Int64")  # an int column with gaps: never 3.0
+    return table
+
+
+def _tune_history(result: Result) -> list[dict[str, Any]]:
+    """Tune's record of a trial's results (result.json in the storage), first report of each epoch."""
+    frame = result.metrics_dataframe
+    if frame is None or not len(frame):
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for record in frame.to_dict("records"):
+        by_epoch.setdefault(epoch_of(record), record)
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def finish(
     sweep: Sweep, *, result_grid: ResultGrid, dataset: Dataset, sweep_run: SweepRun, results_dir: Path,
     experiment_end: ExperimentEnd,
 ) -> Outcome:
-    """Rows, best trial on the test split, CSV, MLflow summary and report."""
+    """Rows, best trial on the test split, CSV, MLflow summary and report; outcome.json once every trial is done."""
     # 1. One row per trial, and the orphan runs a killed driver may have left (before the report reads the runs back).
-    table = trial_rows(sweep, result_grid, interrupted=experiment_end.interrupted)
+    histories = trial_log.read(results_dir / trial_log.LOG_FILE)
+    table = trial_rows(sweep, result_grid, histories=histories, interrupted=experiment_end.interrupted)
     missing = tracking.abandon_unknown_trial_runs(sweep_run, is_trial=_trial_of(table))
     results_dir.mkdir(parents=True, exist_ok=True)
 
@@ -80,10 +118,14 @@ def finish(
     row = best_row(table, metric=sweep.metric, mode=sweep.mode)
     if row is not None:
         result = next(r for r in result_grid if r.path == row["path"])
-        model, test = evaluate_on_test(result, dataset=dataset, metric=sweep.metric, mode=sweep.mode)
-        best = {**row.to_dict(), **test, "config": flatten(result.config)}
+        best_epoch = int(row["best_epoch"])
+        model, test, test_epoch = evaluate_on_test(result, dataset=dataset, metric=sweep.metric, mode=sweep.mode,
+                                                   epoch=best_epoch)
         table.loc[row.name, ["test_loss", "test_acc"]] = test["test_loss"], test["test_acc"]
-        metrics = {"best_val_acc": float(row.get("best_val_acc", row["val_acc"])), "best_test_acc": test["test_acc"]}
+        best = {**row.drop("path").to_dict(), **test, "metric": sweep.metric, "best_value": row[f"best_{sweep.metric}"],
+                "best_epoch": best_epoch, "test_epoch": test_epoch, "run_id": None, "config": flatten(result.config)}
+        metrics = {f"best_{sweep.metric}": best["best_value"], "best_epoch": best_epoch,
+                   "best_test_acc": test["test_acc"], "best_test_loss": test["test_loss"]}
         run_id, problem = _log_best(sweep_run, trial_id=row["trial_id"], model=model, test=test, dataset=dataset)
         if run_id:
             tags["raysweep.best_run_id"] = best["run_id"] = run_id
@@ -105,7 +147,34 @@ def finish(
     # 4. The sweep run's summary; everything that did not reach MLflow is listed for the user.
     missing = list(experiment_end.unlogged) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
+    if len(table) >= expected_trials(sweep) and not table.status.eq("interrupted").any():
+        saved = {"best": best, "sweep_run": vars(sweep_run)}
+        (results_dir / OUTCOME_FILE).write_text(json.dumps(saved, default=_json_value))
     return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
+
+
+def finished_outcome(results_dir: Path) -> Outcome | None:
+    """The outcome of a sweep that finished every trial (from outcome.json and trials.csv), or None."""
+    saved_file, csv_path = results_dir / OUTCOME_FILE, results_dir / RESULTS_CSV
+    if not (saved_file.is_file() and csv_path.is_file()):
+        return None
+    saved = json.loads(saved_file.read_text())
+    return Outcome(results_dir=results_dir, table=pd.read_csv(csv_path, dtype={"trial_id": str}), best=saved["best"],
+                   sweep_run=SweepRun(**saved["sweep_run"]), unchanged=True)
+
+
+def expected_trials(sweep: Sweep) -> int:
+    """How many trials the whole sweep runs: num_samples, or num_samples passes of the grid."""
+    from raysweep import space
+
+    return space.grid_size(sweep) * sweep.num_samples if sweep.searcher == "grid" else sweep.num_samples
+
+
+def _json_value(value: Any) -> Any:
+    """numpy and pandas scalars (a row's values) as plain numbers; pandas' missing value as null."""
+    if value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def best_row(table: pd.DataFrame, *, metric: str, mode: str) -> pd.Series | None:
@@ -150,11 +219,16 @@ def preprocessing(dataset: Dataset) -> dict[str, Any]:
             "dataset": dataset.name}
 
 
-def evaluate_on_test(result: Result, *, dataset: Dataset, metric: str, mode: str) -> tuple[nn.Module, dict[str, float]]:
-    """Load the trial's best checkpoint and evaluate it once on the held-out test split (on the CPU)."""
+def evaluate_on_test(result: Result, *, dataset: Dataset, metric: str, mode: str,
+                     epoch: int | None) -> tuple[nn.Module, dict[str, float], int | None]:
+    """Load the trial's checkpoint of `epoch` (its best) and evaluate it once on the held-out test split (on the
+    CPU): (model, test metrics, the epoch of the checkpoint evaluated). Without that checkpoint, Tune's best by the
+    same metric and mode stands in, and its epoch says so."""
     config = TrialConfig.from_dict(flatten(result.config))
-    checkpoint = result.get_best_checkpoint(metric, mode) or result.checkpoint
+    checkpoint = storage.checkpoint_of(result, epoch=epoch) or result.get_best_checkpoint(metric, mode)
+    checkpoint = checkpoint or result.checkpoint
+    metrics = next((m for c, m in result.best_checkpoints if c.path == checkpoint.path), {})
     with checkpoint.as_directory() as folder:
         model = trainable.load_model(folder, config, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
     x, y = train.to_tensors(dataset, dataset.x_test, dataset.y_test, device="cpu")
-    return model, train.evaluate(model, x, y, prefix="test")
+    return model, train.evaluate(model, x, y, prefix="test"), (epoch_of(metrics) if metrics else None)

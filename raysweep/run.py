@@ -1,8 +1,9 @@
 """The command line: `python -m raysweep.run SWEEP_FILE [options]`, which builds the one tune.Tuner(...).
 
-Flow: parse -> load and validate the sweep (exit 2 on bad input, before Ray starts) -> reach MLflow -> load the data
-once -> connect to Ray and check the per-trial resources can be met -> open the parent run -> Tuner.fit() -> evaluate
-the best trial on the test split -> report -> print a summary.
+Flow: parse -> load and validate the sweep -> preflight: MLflow, storage, --address, the data (exit 2 on any of them,
+before Ray starts) -> connect to Ray and check the per-trial resources can be met -> open the parent run ->
+Tuner.fit() -> evaluate the best trial on the test split -> report -> print a summary. A failure after the parent run
+opened ends every open run FAILED, writes its traceback to the results folder and exits 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from raysweep.sweep import Sweep, SweepError, domain_text, trial_settings, varied_names
+from raysweep.sweep import Sweep, SweepError, trial_settings
 from raysweep.validate import resolve
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from raysweep.results import Outcome
 
 USAGE_ERROR = 2
-NO_TRIAL_SUCCEEDED = 1
+NO_TRIAL_SUCCEEDED = FAILED = 1  # no trial succeeded, or the sweep failed after it started
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
@@ -76,16 +77,6 @@ def resolve_sweep(args: argparse.Namespace) -> Sweep:
     return sweep
 
 
-def dry_run(sweep: Sweep) -> None:
-    from raysweep import space
-
-    print(json.dumps(sweep.to_dict(), indent=2, default=str))
-    trials = space.grid_size(sweep) * sweep.num_samples if sweep.searcher == "grid" else sweep.num_samples
-    print(f"\n{trials} trial(s), at most {trials * sweep.max_epochs} epochs. Sample trial configs:")
-    for config in space.sample(sweep, count=3):
-        print("  " + json.dumps({**trial_settings(sweep), **config}, default=str))
-
-
 def fail(*messages: str) -> NoReturn:
     for message in messages:  # the contract: one line on stderr per mistake, whatever the message was
         print(f"raysweep.run: error: {' '.join(message.split())}", file=sys.stderr)
@@ -122,13 +113,16 @@ def run(
     `sweep.cpu` CPUs and `gpu` (the resolved share) of a GPU."""
     from ray import tune
 
-    from raysweep import progress, results, storage, tracking, trainable
-    from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
+    from raysweep import failures, progress, results, storage, tracking, trainable
+    from raysweep.tracking_callback import MlflowTrialCallback
+    from raysweep.trial_log import LOG_FILE, ExperimentEnd
 
     # 1. Where this run lives: its folder in the storage, and its results folder on this machine.
     run_name = previous or time.strftime("%Y-%m-%d_%H-%M-%S")
     run_path = storage.storage_uri(storage_path, run_name)  # an s3:// URI's query stays at its end
     results_dir = storage.local_results_dir(run_path, sweep.name)
+    if previous is not None and (finished := results.finished_outcome(results_dir)) is not None:
+        return finished  # a finished sweep stays finished: no run reopened, no model logged again, no file rewritten
     end_file = results_dir / EXPERIMENT_END_FILE
     end_file.unlink(missing_ok=True)  # an earlier execution's, on --resume
 
@@ -137,64 +131,66 @@ def run(
         tracking_uri=tracking_uri,
         experiment_name=sweep.name,
         sweep_key=run_path,
-        params=search_params(sweep) | {"gpu_per_trial": str(gpu)},
+        params=tracking.sweep_params(sweep, dataset=dataset) | {"gpu_per_trial": str(gpu)},
         tags=tracking.source_tags(sweep_file),
         artifacts={sweep_file.name: sweep_file.read_text(),
                    "resolved_sweep.json": json.dumps(sweep.to_dict(), default=str)},
         resume=previous is not None,
     )
 
-    # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
-    trial = tune.with_resources(
-        tune.with_parameters(trainable.trainable, data=dataset, repeats=sweep.repeats),
-        {"cpu": sweep.cpu, "gpu": gpu},
-    )
+    # From here on any failure ends every open run of this sweep FAILED, its traceback beside the results.
+    with failures.failing_cleanly(sweep_run, log_file=results_dir / failures.ERROR_LOG):
+        # 3. The trainable: the data goes into the object store once, and every trial reads it zero-copy.
+        trial = tune.with_resources(tune.with_parameters(trainable.trainable, data=dataset, repeats=sweep.repeats),
+                                    {"cpu": sweep.cpu, "gpu": gpu})
 
-    # 4. The one Tuner: the saved one on --resume, else a new one.
-    if previous is not None:
-        repaired = storage.repair_searcher_state(run_path, search_algorithm(sweep)[0])
-        if repaired:
-            print(f"warning: {repaired}", file=sys.stderr)
-        tuner = tune.Tuner.restore(run_path, trainable=trial, resume_errored=True)
-    else:
-        searcher, param_space = search_algorithm(sweep)
-        tuner = tune.Tuner(
-            trial,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=sweep.metric,
-                mode=sweep.mode,
-                search_alg=searcher,
-                scheduler=scheduler(sweep),
-                num_samples=sweep.num_samples,
-                # HyperOpt searchers carry their own ConcurrencyLimiter (search_algorithm); Tune warns if told twice.
-                max_concurrent_trials=(sweep.max_concurrent or None) if sweep.searcher == "grid" else None,
-                reuse_actors=True,  # a new trial reuses a finished one's worker: no new process, no torch import
-            ),
-            run_config=tune.RunConfig(
-                name=run_name,
-                storage_path=storage_path,
-                callbacks=[
-                    MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file),
-                    progress.ProgressCallback(metric=sweep.metric, mode=sweep.mode, max_epochs=sweep.max_epochs),
-                ],
-                # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
-                failure_config=tune.FailureConfig(max_failures=3),
-                # Checkpoint every epoch and keep them all while the sweep runs: Tune's own num_to_keep deletes a
-                # checkpoint before its experiment state stops naming it, which strands a trial when the driver is
-                # killed in between. storage.prune_checkpoints trims each trial to its best and latest after fit().
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=None, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
+        # 4. The one Tuner: the saved one on --resume (with its own copy of the callback), else a new one.
+        callback = MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file,
+                                       trial_log=results_dir / LOG_FILE)
+        if previous is not None:
+            repaired = storage.repair_searcher_state(run_path, search_algorithm(sweep)[0])
+            if repaired:
+                print(f"warning: {repaired}", file=sys.stderr)
+            tuner = tune.Tuner.restore(run_path, trainable=trial, resume_errored=True)
+        else:
+            searcher, param_space = search_algorithm(sweep)
+            tuner = tune.Tuner(
+                trial,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric=sweep.metric,
+                    mode=sweep.mode,
+                    search_alg=searcher,
+                    scheduler=scheduler(sweep),
+                    num_samples=sweep.num_samples,
+                    # HyperOpt searchers carry their own ConcurrencyLimiter (search_algorithm); Tune warns if told twice
+                    max_concurrent_trials=(sweep.max_concurrent or None) if sweep.searcher == "grid" else None,
+                    reuse_actors=True,  # a new trial reuses a finished one's worker: no new process, no torch import
                 ),
-                verbose=progress.tune_verbosity(progress.current_mode()),  # the console: see progress.py
-            ),
-        )
+                run_config=tune.RunConfig(
+                    name=run_name,
+                    storage_path=storage_path,
+                    callbacks=[
+                        callback,
+                        progress.ProgressCallback(metric=sweep.metric, mode=sweep.mode, max_epochs=sweep.max_epochs),
+                    ],
+                    # A crashed trial (killed worker, lost node) restarts from its last checkpoint.
+                    failure_config=tune.FailureConfig(max_failures=3),
+                    # Checkpoint every epoch and keep them all while the sweep runs: Tune's own num_to_keep deletes a
+                    # checkpoint before its experiment state stops naming it, which strands a trial when the driver is
+                    # killed in between. storage.prune_checkpoints trims each trial to its best and latest after fit().
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=None, checkpoint_score_attribute=sweep.metric, checkpoint_score_order=sweep.mode
+                    ),
+                    verbose=progress.tune_verbosity(progress.current_mode()),  # the console: see progress.py
+                ),
+            )
 
-    # 5. Fit; then trim the checkpoints, and the work after fit: table, test split, CSV, report, summary run.
-    result_grid = tuner.fit()
-    storage.prune_checkpoints(result_grid, metric=sweep.metric, mode=sweep.mode)
-    return results.finish(sweep, result_grid=result_grid, dataset=dataset, sweep_run=sweep_run,
-                          results_dir=results_dir, experiment_end=ExperimentEnd.read(end_file))
+        # 5. Fit; then trim the checkpoints, and the work after fit: table, test split, CSV, report, summary run.
+        result_grid = tuner.fit()
+        storage.prune_checkpoints(result_grid, metric=sweep.metric, mode=sweep.mode)
+        return results.finish(sweep, result_grid=result_grid, dataset=dataset, sweep_run=sweep_run,
+                              results_dir=results_dir, experiment_end=ExperimentEnd.read(end_file))
 
 
 def scheduler(sweep: Sweep) -> Any:
@@ -237,19 +233,6 @@ def search_algorithm(sweep: Sweep) -> tuple[Any, dict[str, Any]]:
     return searcher, trial_settings(sweep)
 
 
-def search_params(sweep: Sweep) -> dict[str, str]:
-    """What the parent run records as params: the space, the searcher and scheduler, the budget."""
-    params = {f"space.{key}": domain_text(domain) for key, domain in sweep.space.items()}
-    params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
-    keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
-            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "repeats", "subset", "val_size", "val_pick")
-    params |= {key: str(getattr(sweep, key)) for key in keys}
-    params["searched"] = json.dumps(varied_names(sweep))
-    if sweep.trials:
-        params["trials"] = json.dumps(list(sweep.trials), default=str)[:6000]  # MLflow caps a param's length
-    return params
-
-
 def main(argv: list[str] | None = None) -> int:
     # 1. The sweep and the options. Bad input exits 2 here, with one line, before anything starts.
     args = parse_args(argv)
@@ -257,45 +240,51 @@ def main(argv: list[str] | None = None) -> int:
         sweep = resolve_sweep(args)
     except SweepError as exc:
         fail(*str(exc).splitlines())  # every mistake in the sweep, one line each
-    if args.dry_run:
-        dry_run(sweep)
-        return 0
-    from raysweep import progress
 
-    progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
-
-    from raysweep import data, mlflow_runs, resources, storage
-
-    # 2. What the sweep needs from outside: MLflow, the data, the storage (and the run to resume), Ray.
+    # 2. What the sweep needs from outside, checked before Ray starts and any MLflow run opens (see preflight). A dry
+    #    run takes these same checks: it passes exactly when the real run would get past its start.
+    from raysweep import preflight, resources
+    address = args.address or os.environ.get("RAY_ADDRESS")
     try:
-        tracking_uri = mlflow_runs.resolve_tracking_uri(args.tracking_uri)
-        mlflow_runs.check_reachable(tracking_uri)
-    except mlflow_runs.TrackingUnavailableError as exc:
+        ready = preflight.check(sweep, tracking_uri=args.tracking_uri, storage_option=args.storage, address=address,
+                                data_dir=args.data_dir, resume=args.resume)
+        if args.dry_run and not address:  # a local Ray would get this machine's cores; connect() checks a cluster
+            preflight.check_local_resources(sweep)
+    except preflight.PreflightError as exc:
         fail(str(exc))
+    if not args.dry_run:
+        from raysweep import progress
+
+        progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
     try:
-        dataset = data.load(
-            sweep.dataset, data_dir=args.data_dir, val_size=sweep.val_size, val_pick=sweep.val_pick,
-            seed=sweep.seed, subset=sweep.subset,
-        )
-    except data.DataNotFoundError as exc:
-        fail(str(exc))
-    except ValueError as exc:  # e.g. a subset or val_size larger than the data set
-        fail(f"data: {exc}")
-    storage_path = storage.storage_uri(args.storage or "results", sweep.name)
-    previous = storage.latest_run(storage_path) if args.resume else None
-    if args.resume and previous is None:
-        fail(f"`--resume` needs an earlier run of sweep {sweep.name!r} under {storage_path}, but found none")
-    try:
-        gpu = connect(sweep, address=args.address or os.environ.get("RAY_ADDRESS"))
+        if not args.dry_run or address:  # joining a cluster starts nothing; a local Ray is only started for real
+            gpu = connect(sweep, address=address)
     except resources.InfeasibleError as exc:
         fail(str(exc))
+    except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
+        fail(f"`--address` must name a running Ray cluster, but got --address={address!r}: {exc}")
+    if args.dry_run:
+        if address:
+            import ray
 
-    # 3. The sweep, then the summary and the exit code.
-    from raysweep import console
+            ray.shutdown()  # leaves the cluster; it stops nothing there
+        preflight.print_dry_run(sweep)
+        return 0
+
+    # 3. The sweep, then the summary and the exit code. A failure after the sweep run opened says in one line what
+    #    failed and where its traceback is (tracking.failing_cleanly has ended the open runs).
+    from raysweep import console, failures
 
     started = time.time()
-    outcome = run(sweep, dataset=dataset, sweep_file=args.sweep_file, storage_path=storage_path, previous=previous,
-                  tracking_uri=tracking_uri, gpu=gpu)
+    try:
+        outcome = run(sweep, dataset=ready.dataset, sweep_file=args.sweep_file, storage_path=ready.storage_path,
+                      previous=ready.previous, tracking_uri=ready.tracking_uri, gpu=gpu)
+    except failures.SweepFailedError as exc:
+        print(f"raysweep.run: error: {exc}", file=sys.stderr)
+        return FAILED
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's own handling (which ends fit() with trials interrupted)
+        print("raysweep.run: interrupted; any MLflow run of the sweep left open was ended KILLED", file=sys.stderr)
+        return INTERRUPTED
     console.print_summary(outcome, seconds=time.time() - started)
     if len(outcome.table) and (outcome.table.status == "interrupted").any():
         return INTERRUPTED

@@ -12,8 +12,10 @@ import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from raysweep.status import best_of, epoch_of
+
 if TYPE_CHECKING:
-    from ray.tune import ResultGrid
+    from ray.tune import Checkpoint, Result, ResultGrid
 
 
 def storage_uri(storage: str, name: str) -> str:
@@ -65,7 +67,7 @@ def repair_searcher_state(run_path: str, fresh_searcher: Any) -> str | None:
 
 
 def prune_checkpoints(result_grid: ResultGrid, *, metric: str, mode: str) -> None:
-    """Delete every checkpoint but each trial's best (by the sweep metric) and its latest.
+    """Delete every checkpoint but each trial's best (status.best_of over its checkpoints) and its latest.
 
     Runs once fit() has returned, after Tune's final experiment state is saved: that state names each trial's latest
     checkpoint, so a later --resume still finds everything it restores from. Storage errors are ignored; a checkpoint
@@ -74,11 +76,17 @@ def prune_checkpoints(result_grid: ResultGrid, *, metric: str, mode: str) -> Non
     for result in result_grid:
         if not result.best_checkpoints:  # a trial that never reported, or failed before its first checkpoint
             continue
-        keep = {c.path for c in (result.get_best_checkpoint(metric, mode), result.checkpoint) if c is not None}
+        _, best_epoch = best_of((m for _, m in result.best_checkpoints), metric=metric, mode=mode)
+        keep = {c.path for c in (checkpoint_of(result, epoch=best_epoch), result.checkpoint) if c is not None}
         for checkpoint, _ in result.best_checkpoints:
             if checkpoint.path not in keep:
                 with contextlib.suppress(OSError):
                     checkpoint.filesystem.delete_dir(checkpoint.path)
+
+
+def checkpoint_of(result: Result, *, epoch: int | None) -> Checkpoint | None:
+    """The trial's checkpoint of that epoch (the first, if a restart saved it twice), or None."""
+    return next((c for c, metrics in result.best_checkpoints if epoch is not None and epoch_of(metrics) == epoch), None)
 
 
 def local_results_dir(run_path: str, name: str) -> Path:

@@ -1,9 +1,11 @@
 """The sweep's parent run in MLflow: opened before fit(), closed after it with the summary, the best trial's model
-and the report. raysweep.tracking_callback.MlflowTrialCallback turns Ray Tune's trial events into the child runs.
+and the report (or by raysweep.failures when the sweep fails). raysweep.tracking_callback.MlflowTrialCallback turns
+Ray Tune's trial events into the child runs.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import time
@@ -31,10 +33,28 @@ from raysweep.mlflow_runs import (
     search_runs,
     short_http,
 )
+from raysweep.sweep import Sweep, domain_text, varied_names
 
 if TYPE_CHECKING:
     import numpy
     import torch
+
+    from raysweep.data import Dataset
+
+def sweep_params(sweep: Sweep, *, dataset: Dataset) -> dict[str, str]:
+    """What the parent run records as params: the space, the searcher and scheduler, the budget, and the data split
+    (data set, val_size, val_pick, subset, seed, the sizes and a sha256 of the data read) that rebuilds any trial."""
+    params = {f"space.{key}": domain_text(domain) for key, domain in sweep.space.items()}
+    params |= {f"fixed.{key}": repr(value) for key, value in sweep.fixed.items()}
+    keys = ("dataset", "searcher", "scheduler", "grace_period", "reduction_factor", "metric", "mode", "num_samples",
+            "max_epochs", "max_concurrent", "cpu", "gpu", "seed", "repeats", "subset", "val_size", "val_pick")
+    params |= {key: str(getattr(sweep, key)) for key in keys}
+    params["searched"] = json.dumps(varied_names(sweep))
+    if sweep.trials:
+        params["trials"] = json.dumps(list(sweep.trials), default=str)[:6000]  # MLflow caps a param's length
+    params["data.sha256"] = dataset.sha256
+    params |= {f"data.{split}": str(len(getattr(dataset, f"y_{split}"))) for split in ("train", "val", "test")}
+    return params
 
 
 def runtime_tags() -> dict[str, str]:

@@ -7,18 +7,17 @@ later hooks and at the end, and whatever stays unlogged is listed in `callback.m
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from raysweep.config import flatten
+from raysweep import trial_log
+from raysweep.config import ConfigError, TrialConfig, flatten
 from raysweep.mlflow_runs import (
     METRICS,
     OPTIONAL_METRICS,
@@ -29,13 +28,16 @@ from raysweep.mlflow_runs import (
     SweepRun,
     end_run,
     find_trial_run_id,
+    is_permanent,
     one_line,
     param_value,
     search_runs,
     short_http,
+    trial_label,
 )
-from raysweep.status import epoch_of, status_of
+from raysweep.status import epoch_of, status_of, stop_reason_of
 from raysweep.trainable import SEED_METRICS
+from raysweep.trial_log import ExperimentEnd
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -55,37 +57,14 @@ class _NoChildRun(Exception):
     """The trial's child run could not be created, so its later writes have nowhere to go."""
 
 
-@dataclass(frozen=True)
-class ExperimentEnd:
-    """What the callback knows once Tune's experiment has ended, for the work after fit().
-
-    It travels through a small JSON file beside the results rather than through the callback object, because after
-    Tuner.restore Tune calls its own unpickled copy of the callback, which the driver cannot reach.
-    """
-
-    interrupted: frozenset[str] = frozenset()  # trials still pending or running at the end: --resume continues them
-    unlogged: tuple[str, ...] = ()  # one line per write that could not be logged to MLflow
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"interrupted": sorted(self.interrupted), "unlogged": list(self.unlogged)}))
-
-    @classmethod
-    def read(cls, path: Path) -> ExperimentEnd:
-        """The state the callback wrote, or an empty one when the experiment never reached its end hook."""
-        if not path.is_file():
-            return cls()
-        saved = json.loads(path.read_text())
-        return cls(interrupted=frozenset(saved["interrupted"]), unlogged=tuple(saved["unlogged"]))
-
-
 class MlflowTrialCallback(Callback):
     """Logs each trial to a child run of the sweep's parent run, from the driver."""
 
     def __init__(self, *, sweep_run: SweepRun, max_epochs: int, end_file: Path | None = None,
-                 retry_every_s: float = 5.0) -> None:
+                 trial_log: Path | None = None, retry_every_s: float = 5.0) -> None:
         self.sweep_run = sweep_run
         self.end_file = end_file  # where on_experiment_end writes its ExperimentEnd; None: nowhere
+        self.trial_log = trial_log  # the record of truth (raysweep.trial_log) every result goes to first
         self.max_epochs = max_epochs
         self.retry_every_s = retry_every_s  # seconds before the first retry; doubles up to 60 s
         self._queue: list[_Op] = []  # FIFO, so a trial's run is opened before anything is logged to it
@@ -129,14 +108,18 @@ class MlflowTrialCallback(Callback):
         if trial.trial_id in self._opened:  # a trial restarted after a failure keeps its run
             return
         self._opened.add(trial.trial_id)
-        params = {k: param_value(v) for k, v in flatten(trial.config).items()}
+        params = {k: param_value(v) for k, v in _every_setting(trial.config).items()}
         label = trial_label(trial.evaluated_params or trial.config)
+        if self.trial_log is not None:
+            trial_log.append_start(self.trial_log, trial_id=trial.trial_id, label=label)
         self._submit(_Op("open", trial.trial_id, f"trial {trial.trial_id}: child run '{label}'",
                          {"label": label, "params": params}))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         tid = trial.trial_id
         self._last_result[tid] = result
+        if self.trial_log is not None:
+            trial_log.append_result(self.trial_log, trial_id=tid, result=result)
         step = epoch_of(result)
         if step <= self._last_step.get(tid, 0):  # a restarted trial repeats epochs already logged
             return
@@ -152,12 +135,13 @@ class MlflowTrialCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
         last = self._last(trial)
-        status = status_of(last, max_epochs=self.max_epochs, failed=False)  # the rule trials.csv uses
-        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch_of(last)))
+        status = status_of(last, max_epochs=self.max_epochs, failed=False)  # the rules trials.csv uses
+        reason = stop_reason_of(last, max_epochs=self.max_epochs, failed=False)
+        self._end(trial, status, "FINISHED", int(last.get("stopped_epoch") or epoch_of(last)), reason)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._ended.add(trial.trial_id)
-        self._end(trial, "failed", "FAILED", epoch_of(self._last(trial)))
+        self._end(trial, "failed", "FAILED", epoch_of(self._last(trial)), "failed")
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._submit(_Op("tags", trial.trial_id, f"trial {trial.trial_id}: failure count",
@@ -172,7 +156,7 @@ class MlflowTrialCallback(Callback):
         cut_short = self._unfinished - self._ended
         for trial in trials:
             if trial.trial_id in cut_short and trial.trial_id in self._opened:
-                self._end(trial, "interrupted", "KILLED", epoch_of(self._last(trial)))
+                self._end(trial, "interrupted", "KILLED", epoch_of(self._last(trial)), "interrupted")
         unlogged = self.flush()
         if self.end_file is not None:
             ExperimentEnd(interrupted=frozenset(cut_short), unlogged=tuple(unlogged)).write(self.end_file)
@@ -182,10 +166,10 @@ class MlflowTrialCallback(Callback):
         return self._last_result.get(trial.trial_id) or trial.last_result or {}
 
     # The queue. `_attempt` is the one wrapper every MLflow call of the callback goes through.
-    def _end(self, trial: Trial, status: str, run_status: str, stopped_epoch: int) -> None:
+    def _end(self, trial: Trial, status: str, run_status: str, stopped_epoch: int, reason: str) -> None:
         tid = trial.trial_id
-        self._submit(_Op("end", tid, f"trial {tid}: end status '{status}'",
-                         {"status": status, "run_status": run_status, "stopped_epoch": stopped_epoch}))
+        self._submit(_Op("end", tid, f"trial {tid}: end status '{status}'", {
+            "status": status, "run_status": run_status, "stopped_epoch": stopped_epoch, "stop_reason": reason}))
 
     def _submit(self, op: _Op) -> None:
         self._queue.append(op)
@@ -210,7 +194,7 @@ class MlflowTrialCallback(Callback):
                 getattr(self, f"_do_{op.kind}")(op)
             return True
         except Exception as exc:
-            if isinstance(exc, _NoChildRun) or _is_permanent(exc):
+            if isinstance(exc, _NoChildRun) or is_permanent(exc):
                 self._dropped.append(f"{op.what} not logged: {one_line(exc)}")
                 return True
             self._last_error = one_line(exc, limit=400)
@@ -259,9 +243,8 @@ class MlflowTrialCallback(Callback):
 
     def _do_end(self, op: _Op) -> None:
         p = op.payload
-        for seed_run in self._seed_runs_of(op.trial_id).values():
-            end_run(self._mlflow(), seed_run, p["status"], p["run_status"], p["stopped_epoch"])
-        end_run(self._mlflow(), self._run_id(op.trial_id), p["status"], p["run_status"], p["stopped_epoch"])
+        for run_id in [*self._seed_runs_of(op.trial_id).values(), self._run_id(op.trial_id)]:
+            end_run(self._mlflow(), run_id, p["status"], p["run_status"], p["stopped_epoch"], p.get("stop_reason"))
 
     def _do_seeds(self, op: _Op) -> None:
         step = op.payload["step"]
@@ -297,22 +280,13 @@ def _last_logged_step(client: MlflowClient, run) -> int:
     return max(steps, default=0)
 
 
-def trial_label(params: dict) -> str:
-    """E.g. {"optimizer": "sgd", "lr": 0.01, "optimizer.momentum": 0.9} -> "sgd lr=0.01 momentum=0.9"."""
-    # HyperOpt's evaluated params are paths ("optimizer/optimizer.momentum"), Tune's are nested dicts.
-    flat = {key.rsplit("/", 1)[-1]: value for key, value in flatten(params).items()}
-    names, parts = [], []  # choices by name first ("sgd"), then numbers ("lr=0.01")
-    for key, value in flat.items():
-        name = key.rsplit(".", 1)[-1]
-        if isinstance(value, str):
-            names.append(value)
-        elif isinstance(value, float):
-            parts.append(f"{name}={value:.3g}")
-        elif isinstance(value, (tuple, list)):
-            parts.append(f"{name}={','.join(str(v) for v in value)}")
-        else:
-            parts.append(f"{name}={value}")
-    return " ".join(names + parts)[:200] or "trial"
+def _every_setting(config: dict) -> dict[str, Any]:
+    """Every trial setting, defaults included, so the run alone rebuilds the trial; a config that is no TrialConfig
+    (another trainable's) is logged as Tune gave it."""
+    try:
+        return TrialConfig.from_dict(config).to_dict()
+    except (ConfigError, TypeError):
+        return flatten(config)
 
 
 def _metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -323,11 +297,3 @@ def _metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_permanent(exc: Exception) -> bool:
-    """A request MLflow rejected (4xx other than 429 rate limiting) fails the same way when retried."""
-    if not isinstance(exc, MlflowException):
-        return False
-    status = exc.get_http_status_code()
-    return 400 <= status < 500 and status != 429

@@ -19,6 +19,7 @@ from raysweep.config import TrialConfig
 from raysweep.sweep_file import load
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.py"))
 HEADER = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
 
@@ -77,6 +78,12 @@ CASES = {  # id: (the sweep file's text, or None for no file; the options; what 
                                     [], "`optimizer` can only be 'adam' there, which never uses it"),
     "searched-twice": (sweep_source(f'space={{"optimizer": {SGD}, "optimizer.momentum": uniform(0, 0.5)}}'),
                        ["--dry-run"], "`optimizer.momentum` is searched in two places at once"),
+    # Checked before Ray starts too (raysweep.preflight), also by --dry-run: storage, --address, the data's real size.
+    "storage-unwritable": (GOOD, ["--storage", "/proc/forbidden/results"], "`--storage` must be a folder or URI"),
+    "storage-unwritable-dry-run": (GOOD, ["--dry-run", "--storage", "/proc/forbidden/results"], "`--storage`"),
+    "address-not-answering": (GOOD, ["--address", "127.0.0.1:9"], "`--address` must be HOST:PORT"),
+    "address-not-answering-dry-run": (GOOD, ["--dry-run", "--address", "127.0.0.1:9"], "`--address`"),
+    "subset-larger-than-data-dry-run": (GOOD, ["--dry-run", "--set", "subset=100000"], "`subset` must be an int in"),
 }
 if torch.cuda.device_count() == 0:  # a local run cannot ask for GPUs this machine does not have
     CASES["gpu-on-cpu-machine"] = (GOOD, ["--set", "gpu=1"], "`gpu`")
@@ -84,6 +91,7 @@ if torch.cuda.device_count() == 0:  # a local run cannot ask for GPUs this machi
 # Also run as real processes: a bad file, a bad option and bad values, all without --dry-run, so the checks must come
 # before Ray starts. Few, because each process spends ~4 s of CPU importing torch and Ray.
 IN_A_PROCESS = ["syntax-error", "unknown-option", "num-samples-zero", "data-dir-missing", "several-mistakes",
+                "storage-unwritable", "address-not-answering",
                 *(["gpu-on-cpu-machine"] if "gpu-on-cpu-machine" in CASES else ["metric-mode-mismatch"])]
 
 
@@ -138,7 +146,12 @@ def test_bad_input_exits_2_with_one_line_naming_the_field(cli, tmp_path, case):
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_dry_run_prints_the_resolved_sweep_and_valid_sample_configs(cli, path):
-    code, out, err = cli([str(path), "--dry-run"])
+    data_dir = []  # a dry run loads the data as the run would: the sweeps of MNIST and CIFAR-10 need the files
+    if load(path).dataset in ("mnist", "fashion_mnist", "cifar10"):
+        if not SHARED_DATA.is_dir():
+            pytest.skip(f"{SHARED_DATA} is absent: no offline copy of the sweep's data set")
+        data_dir = ["--data-dir", str(SHARED_DATA)]
+    code, out, err = cli([str(path), "--dry-run", *data_dir])
     assert code == 0, err
     resolved, samples = out.split("\n\n", 1)
     sweep = load(path)
@@ -175,6 +188,7 @@ def test_a_real_process_fails_the_same_way_before_ray_starts(processes, case):
     else:
         assert_one_line_error(done.returncode, done.stdout, done.stderr, CASES[case][2])
     assert not (folder / "ray").exists(), "Ray created a session under RAY_TMPDIR"
+    assert not (folder / "mlflow.db").exists(), "an MLflow store (and so maybe a run) was created"
 
 
 def assert_one_line_per_mistake(code: int, out: str, err: str, fields: list[str]) -> None:

@@ -253,3 +253,43 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, ray_addr
     assert [r["epoch"] for r in results] == list(range(1, 7))  # resumed after its last checkpoint, not from epoch 1
     assert len({r["pid"] for r in results}) == 2  # ... in a new worker: the killed one's epochs, then the retry's
     assert_each_trial_once_and_complete(tmp_path, "killed", trials=4, epochs=6)
+
+
+def test_after_a_killed_worker_trials_csv_the_sweep_run_and_each_trials_history_agree(tmp_path):
+    sweep_file = write_sweep(tmp_path, SLOW_SWEEP.format(name="agree"))
+    driver = subprocess.Popen(command(sweep_file, tmp_path, "--num-samples", "2"), cwd=tmp_path,
+                              env=sweep_env(tmp_path, snapshot_every_s=1), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+
+    def kill_a_worker_mid_trial() -> bool:  # as in the test above: SIGKILL the worker after its second epoch
+        for path in (tmp_path / "results" / "agree").glob("*/*/result.json"):
+            lines = path.read_text().splitlines()
+            if 2 <= len(lines) < 6:
+                os.kill(json.loads(lines[-1])["pid"], signal.SIGKILL)
+                return True
+        return False
+
+    wait_for(lambda: (tmp_path / "results").exists() and kill_a_worker_mid_trial(), timeout_s=300,
+             what="a trial part-way", process=driver)
+    _, stderr = driver.communicate(timeout=600)
+    assert driver.returncode == 0, stderr[-3000:]
+    rows = trials_csv(tmp_path, "agree")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("agree").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["raysweep.role"] == "sweep"]
+    trials = {r.data.tags["raysweep.trial_id"]: r for r in runs if r.data.tags["raysweep.role"] == "trial"}
+    assert sorted(trials) == sorted(r["trial_id"] for r in rows) and len(rows) == 2
+    for row in rows:  # each trial's MLflow history, worked out here, against its row
+        points = sorted((m.step, m.value) for m in client.get_metric_history(trials[row["trial_id"]].info.run_id,
+                                                                           "val_acc"))
+        steps = [s for s, _ in points]
+        values = [v for _, v in points]
+        assert steps == list(range(1, 7))  # every epoch once, the one the kill cut short included
+        assert (int(row["epochs"]), row["status"]) == (6, "completed")
+        assert trials[row["trial_id"]].data.tags["raysweep.status"] == row["status"]
+        assert float(row["best_val_acc"]) == max(values)
+        assert int(row["best_epoch"]) == steps[values.index(max(values))]
+    best = max(rows, key=lambda r: float(r["best_val_acc"]))
+    assert parent.data.metrics["best_val_acc"] == float(best["best_val_acc"])
+    assert parent.data.metrics["best_epoch"] == int(best["best_epoch"])
+    assert parent.data.tags["raysweep.best_run_id"] == trials[best["trial_id"]].info.run_id

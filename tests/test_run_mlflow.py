@@ -59,7 +59,8 @@ def test_a_sweep_against_a_tracking_server_records_parent_children_and_the_best_
     for child in children:
         row = next(r for r in rows if r["trial_id"] == child.data.tags["raysweep.trial_id"])
         assert child.data.params["optimizer"] == row["optimizer"]
-        assert ("optimizer.momentum" in child.data.params) == (row["optimizer"] == "sgd")
+        # Every setting is a param (issue #10): a momentum only under sgd, None (the default) under adam
+        assert (child.data.params["optimizer.momentum"] != "None") == (row["optimizer"] == "sgd")
         assert len(client.get_metric_history(child.info.run_id, "val_acc")) == int(row["epochs"])
         assert child.data.tags["raysweep.status"] == row["status"] == "completed"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -130,3 +131,39 @@ def test_a_tracking_server_outage_mid_sweep_loses_no_trial_and_is_reported(tmp_p
     assert {r["trial_id"]: int(r["epochs"]) for r in rows} == recorded
     warnings = [line for line in output.splitlines() if line.startswith("warning:")]
     assert warnings and any("not logged" in w for w in warnings)
+
+
+# Fails the driver once a trial has reported its second epoch: the trial's run is open, Tune is mid-fit. The
+# callback is patched in the driver's own process (it runs only there), as a real bug or lost storage would strike.
+FAIL_MID_SWEEP = """
+import sys
+from raysweep import run, tracking_callback
+logged = tracking_callback.MlflowTrialCallback.on_trial_result
+def on_trial_result(self, iteration, trials, trial, result, **info):
+    logged(self, iteration, trials, trial, result, **info)
+    if result.get("epoch", 0) >= 2:
+        raise RuntimeError("injected: the driver fails mid-sweep")
+tracking_callback.MlflowTrialCallback.on_trial_result = on_trial_result
+sys.exit(run.main(sys.argv[1:]))
+"""
+
+
+def test_a_failure_after_the_sweep_run_opens_leaves_no_run_running_one_line_and_the_traceback(server, tmp_path):
+    import sys
+
+    sweep_file = write_sweep(tmp_path, SLOW.format(name="fails"))
+    argv = [sys.executable, "-c", FAIL_MID_SWEEP, *command(sweep_file, tmp_path, "--tracking-uri", server.uri)[3:]]
+    done = subprocess.run(argv, cwd=tmp_path, env=sweep_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("raysweep.run: error:")]
+    assert "RuntimeError: injected: the driver fails mid-sweep" in line and "its MLflow runs were ended FAILED" in line
+    (log_file,) = (tmp_path / "results" / "fails").glob("*/raysweep-error.log")
+    assert line.endswith(f"full traceback in {log_file}")
+    assert "Traceback (most recent call last)" in log_file.read_text() and "injected" in log_file.read_text()
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("fails").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("raysweep.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("raysweep.role") == "trial"]
+    assert trials and [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    assert parent.info.status == "FAILED"
+    assert any(r.info.status == "FAILED" and r.data.tags["raysweep.stop_reason"] == "failed" for r in trials)

@@ -385,3 +385,23 @@ def test_tracking_uri_comes_from_the_option_then_the_environment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert resolve_tracking_uri("sqlite:///x.db") == "sqlite:///x.db"
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5999"
+
+
+def test_stop_reason_tag_tells_patience_from_the_scheduler(server_sweep, server):
+    from raysweep.mlflow_runs import STOP_REASON
+
+    sweep_run, *_ = server_sweep
+    tags = {r.data.params["optimizer"]: r.data.tags[STOP_REASON]
+            for r in children(MlflowClient(server.uri), sweep_run)}
+    # adagrad is stopped after epoch 1 by Tune (as ASHA would), with no flag of its own
+    assert tags == {"sgd": "max_epochs", "adam": "diverged", "rmsprop": "patience", "adagrad": "asha"}
+
+
+def test_child_params_hold_every_trial_setting_defaults_included(server_sweep, server):
+    from raysweep.config import TrialConfig
+
+    sweep_run, *_ = server_sweep
+    for run in children(MlflowClient(server.uri), sweep_run):
+        assert set(run.data.params) == set(TrialConfig().to_dict())
+        assert (run.data.params["init"], run.data.params["activation"], run.data.params["patience"]) == (
+            "he", "relu", "0")

@@ -5,6 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
+from raysweep.config import TrialConfig
 from raysweep.mlflow_runs import PARENT, ROLE, STATUS, STOPPED_EPOCH, TRIAL_ID, SweepRun, local_artifacts
 from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
 
@@ -46,7 +47,10 @@ def test_a_trial_becomes_a_child_run_with_flat_params_and_one_metric_point_per_e
     callback.on_trial_complete(0, [sgd], sgd)
     client, run = child(sweep_run, "t1")
     assert run.data.tags[ROLE] == "trial" and run.data.tags[PARENT] == sweep_run.run_id
-    assert run.data.params == {"optimizer": "sgd", "optimizer.momentum": "0.9", "lr": "0.1"}
+    params = run.data.params
+    assert {k: params[k] for k in ("optimizer", "optimizer.momentum", "lr")} == {
+        "optimizer": "sgd", "optimizer.momentum": "0.9", "lr": "0.1"}
+    assert set(params) == set(TrialConfig().to_dict()) and params["init"] == "he"  # every setting, defaults too
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7), (3, 0.6)]
     assert run.info.status == "FINISHED" and run.data.tags[STATUS] == "completed"
