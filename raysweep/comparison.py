@@ -45,6 +45,7 @@ class Comparison:
     text: str = ""  # stats.format_table's lines, for the console summary ("" when there is no comparison)
     metrics: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # one line per part that could not be made
+    table: pd.DataFrame | None = None  # stats.comparison_table's, with each configuration's trial_id
 
 
 def wanted(sweep: Sweep) -> bool:
@@ -84,7 +85,8 @@ def seed_rows(sweep: Sweep, table: pd.DataFrame, result_grid: ResultGrid,
             finite = np.isfinite(values)
             best_at = int(pick(np.where(finite, values, np.nan))) if finite.any() else None
             rows.append({
-                "config": label(sweep, result.config or {}), "trial_id": trial["trial_id"],
+                "config": trial["label"] if isinstance(trial.get("label"), str) else label(sweep, result.config or {}),
+                "trial_id": trial["trial_id"],
                 "status": trial["status"], "seed": seed,
                 score: values[best_at] if best_at is not None else np.nan,
                 "best_epoch": best_at + 1 if best_at is not None else None,
@@ -126,16 +128,32 @@ def write(sweep: Sweep, *, table: pd.DataFrame, result_grid: ResultGrid, dataset
                     for row in sound.itertuples()}
             seeds = seed_rows(sweep, table, result_grid, test)
             seeds.to_csv(results_dir / SEEDS_CSV, index=False)
+            seeds["config"] = _unique_labels(seeds)
             compared = stats.comparison_table(seeds, metric=score, mode=sweep.mode)
+            compared["trial_id"] = compared.config.map(dict(zip(seeds.config, seeds.trial_id, strict=True)))
+            out.table = compared
             compared.to_csv(report_dir / COMPARISON_CSV, index=False)
             stats_charts.comparison_chart(compared, path=report_dir / COMPARISON_PNG, metric=score, mode=sweep.mode)
             out.paths += [results_dir / SEEDS_CSV, report_dir / COMPARISON_CSV, report_dir / COMPARISON_PNG]
-            out.text = stats.format_table(compared)
+            out.text = stats.format_table(compared, width=44)
         except Exception as exc:
             out.problems.append(f"comparison table not written: {_first_line(exc)}")
     if sweep.space and not sweep.trials:
         _search_report(sweep, table, report_dir, out)
     return out
+
+
+def with_intervals(table: pd.DataFrame, compared: Comparison) -> pd.DataFrame:
+    """trials.csv's rows with each configuration's n, mean, std and 95% interval of its seeds' best values (and of
+    their test accuracy), from the comparison table; the table unchanged when there was no comparison."""
+    if compared.table is None or not len(table):
+        return table
+    columns = [c for c in compared.table.columns if c.endswith(("_n", "_mean", "_std", "_ci_low", "_ci_high"))]
+    by_trial = compared.table.set_index("trial_id")[columns]
+    extra = by_trial.reindex(table.trial_id).reset_index(drop=True)
+    score = next((c[: -len("_n")] for c in columns if c.endswith("_n") and c.startswith("best_")), None)
+    out = pd.concat([table.reset_index(drop=True), extra], axis=1)
+    return out.rename(columns={f"{score}_n": "n"}) if score else out
 
 
 def _search_report(sweep: Sweep, table: pd.DataFrame, report_dir: Path, out: Comparison) -> None:
@@ -155,11 +173,19 @@ def _search_report(sweep: Sweep, table: pd.DataFrame, report_dir: Path, out: Com
     except Exception as exc:
         out.problems.append(f"parameter importance not written: {_first_line(exc)}")
     try:
-        curves = importance.best_so_far(table, metric=score, mode=sweep.mode, start="start_s", end="end_s")
+        timed = table[pd.to_numeric(table["start_s"], errors="coerce").notna()]  # a trial that never reported: no clock
+        curves = importance.best_so_far(timed, metric=score, mode=sweep.mode, start="start_s", end="end_s")
         stats_charts.best_so_far_chart(curves, path=report_dir / BEST_SO_FAR_PNG, metric=score)
         out.paths.append(report_dir / BEST_SO_FAR_PNG)
     except Exception as exc:
         out.problems.append(f"best-so-far chart not written: {_first_line(exc)}")
+
+
+def _unique_labels(seeds: pd.DataFrame) -> pd.Series:
+    """Each row's configuration label, with the trial id added where two trials share a label."""
+    per_trial = seeds.drop_duplicates("trial_id").set_index("trial_id").config
+    shared = per_trial[per_trial.duplicated(keep=False)].index
+    return seeds.apply(lambda r: f"{r.config} ({r.trial_id})" if r.trial_id in shared else r.config, axis=1)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,6 +37,9 @@ def summary_lines(outcome: Outcome, *, seconds: float, resume_command: str | Non
         lines.append(f"best trial: {best_text(outcome.best)}")
     elif not interrupted:  # interrupted before any trial finished: the advice below says what to do
         lines.append("raysweep: no trial succeeded")
+    if outcome.comparison:  # a comparison sweep, or repeated seeds: the configurations with error bars
+        lines += ["configurations: mean [95% CI] over seeds; each against the best by a paired t-test (Holm):",
+                  *(f"  {line}" for line in outcome.comparison.splitlines())]
     lines.append(f"trials: {outcome.results_dir / RESULTS_CSV}")
     lines.append(f"report: {outcome.results_dir / 'report'}/")
     lines.append(f"MLflow: {mlflow_ui_command(outcome.sweep_run)}")

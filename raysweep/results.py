@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from raysweep import report, storage, tracking, train, trainable, trial_log
+from raysweep import comparison, report, storage, tracking, train, trainable, trial_log
 from raysweep.config import TrialConfig, flatten
 from raysweep.mlflow_runs import SweepRun, short_http, trial_label
 from raysweep.status import best_of, epoch_of, status_of, stop_reason_of
@@ -54,6 +54,7 @@ class Outcome:
     sweep_run: SweepRun
     missing: list[str] = field(default_factory=list)  # what could not be logged to MLflow
     unchanged: bool = False  # --resume of a sweep that had finished: nothing ran, nothing was rewritten
+    comparison: str = ""  # the configurations' table with error bars (raysweep.comparison), for the console
 
 
 def trial_rows(sweep: Sweep, result_grid: ResultGrid, *, histories: dict[str, trial_log.TrialHistory],
@@ -82,6 +83,7 @@ def trial_rows(sweep: Sweep, result_grid: ResultGrid, *, histories: dict[str, tr
             "best_epoch": best_epoch,
             **{k: last.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             "wall_time_s": last.get("time_total_s"),
+            **_span(result),
             **flatten(result.config or {}),
             "path": result.path,
         })
@@ -89,6 +91,14 @@ def trial_rows(sweep: Sweep, result_grid: ResultGrid, *, histories: dict[str, tr
     if len(table):
         table["best_epoch"] = table["best_epoch"].astype("Int64")  # an int column with gaps: never 3.0
     return table
+
+
+def _span(result: Result) -> dict[str, float | None]:
+    """When the trial started and ended (unix seconds, from Tune's last result): the best-so-far chart's clock."""
+    last = result.metrics or {}
+    if not isinstance(last.get("timestamp"), int | float) or not isinstance(last.get("time_total_s"), int | float):
+        return {"start_s": None, "end_s": None}
+    return {"start_s": last["timestamp"] - last["time_total_s"], "end_s": float(last["timestamp"])}
 
 
 def _tune_history(result: Result) -> list[dict[str, Any]]:
@@ -131,10 +141,17 @@ def finish(
             tags["raysweep.best_run_id"] = best["run_id"] = run_id
         missing += problem
 
-    # 3. The CSV, and the report rebuilt from what MLflow holds.
+    # 3. The comparison: each configuration with error bars and paired tests, importance and best so far.
+    compared = comparison.write(sweep, table=table, result_grid=result_grid, dataset=dataset,
+                                results_dir=results_dir, report_dir=results_dir / "report")
+    table = comparison.with_intervals(table, compared)
+    metrics |= compared.metrics
+    missing += compared.problems
+
+    # 4. The CSV, and the report rebuilt from what MLflow holds.
     csv_path = results_dir / RESULTS_CSV
     table.drop(columns=["path"]).to_csv(csv_path, index=False)
-    artifacts = [csv_path]
+    artifacts = [csv_path, *(p for p in compared.paths if p.parent == results_dir)]
     try:
         with short_http():
             record = report.collect(experiment_name=sweep.name, tracking_uri=sweep_run.tracking_uri,
@@ -144,13 +161,14 @@ def finish(
     except Exception as exc:
         missing.append(f"comparison report not written: {str(exc).splitlines()[0]}")
 
-    # 4. The sweep run's summary; everything that did not reach MLflow is listed for the user.
+    # 5. The sweep run's summary; everything that did not reach MLflow is listed for the user.
     missing = list(experiment_end.unlogged) + missing
     missing += tracking.finish_sweep_run(sweep_run, metrics=metrics, tags=tags, artifact_paths=artifacts)
     if len(table) >= expected_trials(sweep) and not table.status.eq("interrupted").any():
         saved = {"best": best, "sweep_run": vars(sweep_run)}
         (results_dir / OUTCOME_FILE).write_text(json.dumps(saved, default=_json_value))
-    return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing)
+    return Outcome(results_dir=results_dir, table=table, best=best, sweep_run=sweep_run, missing=missing,
+                   comparison=compared.text)
 
 
 def finished_outcome(results_dir: Path) -> Outcome | None:

@@ -9,6 +9,7 @@ own numbers rather than the inputs it was given.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,5 +147,7 @@ def best_so_far_chart(curves: BestSoFar, *, path: Path, metric: str = "best_val_
 def _save(figure: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    with warnings.catch_warnings():  # long labels can defeat constrained layout; the chart is still whole
+        warnings.filterwarnings("ignore", message="constrained_layout not applied", category=UserWarning)
+        figure.savefig(path, dpi=110)
     return path
