@@ -47,20 +47,19 @@ def fail(message: str) -> NoReturn:
 
 
 def loaded_checksum(dataset: Any) -> str | None:
-    """sha256 of the data files this load read, as the sweep run's `data_sha256` records it; None where
-    raysweep.data cannot tell yet (before Dataset.sha256 exists)."""
+    """sha256 of the data files this load read, as the sweep run's `data.sha256` records it (None: unknown)."""
     return getattr(dataset, "sha256", None) or None
 
 
 def check_data(recorded: str | None, loaded: str | None) -> str:
     """One line on the data's checksum; raises ReproduceError when the files differ from those the sweep read."""
     if recorded is None:
-        return "data checksum: the sweep run records none (`data_sha256`); not checked"
+        return "data checksum: the sweep run records none (`data.sha256`); not checked"
     if loaded is None:
         return "data checksum: this raysweep cannot compute it yet; not checked"
     if loaded != recorded:
         raise ReproduceError(f"data files differ from the record: sha256 {loaded[:12]}... here, but the sweep run "
-                             f"recorded data_sha256={recorded[:12]}...; use the same files (--data-dir)")
+                             f"recorded data.sha256={recorded[:12]}...; use the same files (--data-dir)")
     return f"data checksum: sha256 {loaded[:12]}... matches the record"
 
 
@@ -84,7 +83,10 @@ class Setup:
 def setup_of(split: dict[str, Any]) -> Setup:
     import torch
 
-    recorded = "cuda" if float(split["gpu"]) > 0 else "cpu"  # the trainable trains on CUDA when given a GPU
+    # The trainable trains on CUDA when given a GPU share: the resolved share (gpu_per_trial) when the record has it;
+    # `gpu` itself is "auto" in sweeps that leave it to the cluster.
+    share = split.get("gpu_per_trial", split["gpu"])
+    recorded = "cuda" if share != "auto" and float(share) > 0 else "cpu"
     device = recorded if recorded == "cpu" or torch.cuda.is_available() else "cpu"
     return Setup(recorded_device=recorded, device=device, threads=max(1, int(float(split["cpu"]))))
 
@@ -177,7 +179,7 @@ def reproduce(run_id: str, *, tracking_uri: str | None = None, data_dir: str | N
 
     # 2. The data, as the sweep loaded it, checked against the record.
     dataset = _load_data(split, data_dir=data_dir)
-    notes.append(check_data(sweep_run.data.params.get("data_sha256"), loaded_checksum(dataset)))
+    notes.append(check_data(sweep_run.data.params.get("data.sha256"), loaded_checksum(dataset)))
     torch.set_num_threads(setup.threads)
 
     # 3. Retrain each record and compare, epoch by epoch.

@@ -128,6 +128,8 @@ def split_of(sweep_run: Run) -> tuple[dict[str, Any], list[str]]:
         else:
             split[key] = default
             notes.append(f"the sweep run does not record `{key}`; using the Sweep default {key}={default!r}")
+    if "gpu_per_trial" in params:  # the GPU share each trial got (`gpu` may be "auto")
+        split["gpu_per_trial"] = parse_param(params["gpu_per_trial"])
     return split, notes
 
 

@@ -156,7 +156,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield server.uri
 
 
-def _processes() -> Iterator[tuple[int, str, int, bytes]]:
+def processes() -> Iterator[tuple[int, str, int, bytes]]:
     """(pid, name, process group, environment) of every process we may read."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -214,11 +214,11 @@ class RayCluster:
 
     def kill_raylet(self, name: str) -> None:
         """SIGKILL the node's raylet, as a crashed or reclaimed machine would vanish."""
-        pid, = (pid for pid, proc, group, _ in _processes() if group == self.groups[name] and proc == "raylet")
+        pid, = (pid for pid, proc, group, _ in processes() if group == self.groups[name] and proc == "raylet")
         os.kill(pid, signal.SIGKILL)
 
     def ours(self) -> list[int]:
-        return [pid for pid, _, _, environ in _processes() if self.marker in environ.split(b"\0")]
+        return [pid for pid, _, _, environ in processes() if self.marker in environ.split(b"\0")]
 
     def stop(self) -> None:
         for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):

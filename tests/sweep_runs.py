@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
 # What a sweep file written by a test starts with: the imports every sweep file in sweeps/ takes from.
 SWEEP_HEADER = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
+# What a trial given a (fake) GPU share prints when torch sees no CUDA device (raysweep.trainable.pick_device).
+NO_CUDA_WARNING = "Ray assigned a GPU to this trial but torch sees no CUDA device; training on the CPU"
 
 
 def write_sweep(folder: Path, body: str, *, name: str = "sweep.py") -> Path:

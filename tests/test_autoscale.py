@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.servers import free_port
-from tests.sweep_runs import command, sweep_env, trials_csv, write_sweep
-from tests.test_cluster import NO_CUDA_WARNING, _processes
+from tests.servers import free_port, processes
+from tests.sweep_runs import NO_CUDA_WARNING, command, sweep_env, trials_csv, write_sweep
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -86,7 +85,7 @@ class FakeAutoscalingCluster:
         assert started.returncode == 0, (self.temp / "head.log").read_text()[-3000:]
 
     def ours(self) -> list[int]:
-        return [pid for pid, _, _, environ in _processes() if self.marker in environ.split(b"\0")]
+        return [pid for pid, _, _, environ in processes() if self.marker in environ.split(b"\0")]
 
     def stop(self) -> None:
         for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):

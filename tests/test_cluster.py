@@ -23,6 +23,7 @@ import torch
 
 from tests.servers import RayCluster, answers, free_port, wait_for
 from tests.sweep_runs import (
+    NO_CUDA_WARNING,
     assert_each_trial_once_and_complete,
     command,
     sweep_env,
@@ -203,7 +204,6 @@ SWEEP = Sweep(
     cpu=0.25,  # node a has one CPU for its four trials
 )
 """
-NO_CUDA_WARNING = "Ray assigned a GPU to this trial but torch sees no CUDA device; training on the CPU"
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.servers import free_port
-from tests.test_cluster import _processes
+from tests.servers import free_port, processes
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.py"
@@ -137,7 +136,7 @@ def fake_gpu_head() -> Iterator[str]:
             f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
 
     def ours() -> list[int]:
-        return [pid for pid, _, _, environ in _processes() if marker in environ.split(b"\0")]
+        return [pid for pid, _, _, environ in processes() if marker in environ.split(b"\0")]
 
     try:
         started = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)

@@ -139,7 +139,7 @@ def test_data_that_is_not_found_exits_2_naming_the_data_set(swept, store_copy, t
                     reason="raysweep.data computes no checksum yet (Dataset.sha256 comes with raysweep.data_files)")
 def test_data_whose_checksum_differs_from_the_record_exits_2(swept, store_copy, capsys):
     uri, client = store_copy
-    trial = copy_trial(client, swept, sweep_params={"data_sha256": "0" * 64})
+    trial = copy_trial(client, swept, sweep_params={"data.sha256": "0" * 64})
     code, _, err = main(capsys, trial, "--tracking-uri", uri)
     assert code == 2 and "data files differ from the record" in err
 
