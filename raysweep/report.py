@@ -23,18 +23,25 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from raysweep import charts
-from raysweep.charts import format_value, normalized
+from raysweep.charts import normalized
+from raysweep.labels import label_trials, leaders, numbered  # noqa: F401 (leaders: the notebooks' report.leaders)
+from raysweep.mlflow_runs import (
+    METRICS,
+    OPTIONAL_METRICS,
+    ROLE,
+    STATUS,
+    STOP_REASON,
+    STOPPED_EPOCH,
+    SWEEP_KEY,
+    TRIAL_ID,
+)
 from raysweep.report_paths import StoreNotFound, check_store_exists, results_folder
+from raysweep.status import best_of
 from raysweep.suggest import did_you_mean
 
-ROLE_TAG, STATUS_TAG, STOPPED_TAG, TRIAL_ID_TAG, SWEEP_KEY_TAG = (
-    "raysweep.role", "raysweep.status", "raysweep.stopped_epoch", "raysweep.trial_id", "raysweep.sweep_key")
 # Logged once per epoch with step = epoch; test_* is logged once, for the best trial only.
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "recon_loss",
-                 "val_recon_loss")
+EPOCH_METRICS = METRICS + OPTIONAL_METRICS
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "recon_loss", "val_recon_loss")
-# Categorical choices that name a trial by themselves, so their value leads its label without a key.
-LEAD_PARAMS = ("optimizer", "regularizer")
 
 
 class SweepNotFound(LookupError):
@@ -90,27 +97,28 @@ def collect(*, experiment_name: str, tracking_uri: str | None = None,
     parent = _parent_run(client, experiment.experiment_id, experiment_name, parent_run_id)
     pid = parent.info.run_id
     children = _search_all(client, experiment.experiment_id,
-                           f"tags.`mlflow.parentRunId` = '{pid}' and tags.`{ROLE_TAG}` = 'trial'")
+                           f"tags.`mlflow.parentRunId` = '{pid}' and tags.`{ROLE}` = 'trial'")
     if not children:
         raise SweepNotFound(f"experiment {experiment_name!r} has no trial runs under its sweep run {pid}")
-    children.sort(key=lambda run: (run.data.tags.get(TRIAL_ID_TAG, ""), run.info.start_time or 0))
+    children.sort(key=lambda run: (run.data.tags.get(TRIAL_ID, ""), run.info.start_time or 0))
 
     params = pd.DataFrame([run.data.params for run in children]).apply(_typed)
     searched = _searched(parent.data.params.get("searched"), params)
     labels = label_trials(params[[name for name in searched if name in params]] if searched else params)
 
     history = _history(client, children, labels)
-    rows = [_summary_row(run, label, history[history.run_id == run.info.run_id])
+    metric, mode = parent.data.params.get("metric", "val_acc"), parent.data.params.get("mode", "max")
+    rows = [_summary_row(run, label, history[history.run_id == run.info.run_id], metric=metric, mode=mode)
             for run, label in zip(children, labels, strict=True)]
     summary = pd.DataFrame(rows)
     summary["stopped_epoch"] = pd.to_numeric(summary["stopped_epoch"], errors="coerce").astype("Int64")
     # A param named like a summary column (e.g. "epochs") keeps its value under "param.<name>".
     params = params.rename(columns={c: f"param.{c}" for c in params.columns if c in summary.columns})
     summary = pd.concat([summary, params], axis=1)
-    sweep_runs = len(_search_all(client, experiment.experiment_id, f"tags.`{ROLE_TAG}` = 'sweep'"))
+    sweep_runs = len(_search_all(client, experiment.experiment_id, f"tags.`{ROLE}` = 'sweep'"))
     return SweepRecord(summary=summary, history=history.drop(columns="timestamp"), searched=searched,
                        experiment_name=experiment_name, parent_run_id=pid, sweep_run=parent,
-                       sweep_key=parent.data.tags.get(SWEEP_KEY_TAG, ""), sweep_runs=sweep_runs)
+                       sweep_key=parent.data.tags.get(SWEEP_KEY, ""), sweep_runs=sweep_runs)
 
 
 def _parent_run(client: MlflowClient, experiment_id: str, name: str, run_id: str | None):
@@ -122,10 +130,10 @@ def _parent_run(client: MlflowClient, experiment_id: str, name: str, run_id: str
         if run.info.experiment_id != experiment_id:
             raise SweepNotFound(f"run {run_id!r} belongs to experiment id {run.info.experiment_id}, not {name!r}")
         return run
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise SweepNotFound(f"experiment {name!r} has no sweep run (tag {ROLE_TAG}=sweep), hence no trial runs")
+        raise SweepNotFound(f"experiment {name!r} has no sweep run (tag {ROLE}=sweep), hence no trial runs")
     return runs[0]
 
 
@@ -175,66 +183,27 @@ def _from_mlflow(value: float) -> float:
     return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
 
 
-def _summary_row(run, label: str, history: pd.DataFrame) -> dict:
+def _summary_row(run, label: str, history: pd.DataFrame, *, metric: str, mode: str) -> dict:
     series = {m: h.set_index("epoch")["value"] for m, h in history.groupby("metric")}
     empty = pd.Series(dtype=float)
     # recon losses exist only for autoencoder trials; the four core metrics always get a column.
     final = {f"final_{m}": series[m].iloc[-1] if m in series else math.nan
              for m in FINAL_METRICS if m in series or not m.endswith("recon_loss")}
-    val_acc = series.get("val_acc", empty)
+    # The best as the record defines it once (status.best_of: mode-aware, its epoch); why the trial stopped (its tag).
+    best, best_epoch = best_of([{"epoch": e, metric: v} for e, v in series.get(metric, empty).items()],
+                               metric=metric, mode=mode)
     epoch_time = series.get("epoch_time_s", empty)
     return {
-        "run_id": run.info.run_id, "trial_id": run.data.tags.get(TRIAL_ID_TAG, ""), "label": label,
-        "run_name": run.info.run_name, "status": run.data.tags.get(STATUS_TAG, "unknown"),
+        "run_id": run.info.run_id, "trial_id": run.data.tags.get(TRIAL_ID, ""), "label": label,
+        "run_name": run.info.run_name, "status": run.data.tags.get(STATUS, "unknown"),
+        "stop_reason": run.data.tags.get(STOP_REASON), f"best_{metric}": best, "best_epoch": best_epoch,
         "epochs": int(history[history.metric.isin(EPOCH_METRICS)].epoch.nunique()),
-        "stopped_epoch": run.data.tags.get(STOPPED_TAG),
+        "stopped_epoch": run.data.tags.get(STOPPED_EPOCH),
         "wall_time_s": float(epoch_time[np.isfinite(epoch_time)].sum()),
         **final,
-        "best_val_acc": float(val_acc[np.isfinite(val_acc)].max()) if np.isfinite(val_acc).any() else math.nan,
         "test_loss": series["test_loss"].iloc[-1] if "test_loss" in series else math.nan,
         "test_acc": series["test_acc"].iloc[-1] if "test_acc" in series else math.nan,
     }
-
-
-# ---------------------------------------------------------------- labels
-
-def label_trials(params: pd.DataFrame) -> list[str]:
-    """One short, unique label per row, built from the parameters that vary across rows."""
-    varying = [c for c in params.columns if len({normalized(v) for v in params[c]}) > 1]
-    # With nothing varying (a single trial), the optimizer and regularizer still say what it was.
-    leads = [c for c in LEAD_PARAMS if c in (varying or params.columns)]
-    keyed = [c for c in varying if c not in leads]
-    short = [c.rsplit(".", 1)[-1] for c in keyed]
-    # "optimizer.momentum" reads as "momentum" unless two varying params would then share a key.
-    keys = [s if short.count(s) == 1 and s not in LEAD_PARAMS else c for s, c in zip(short, keyed, strict=True)]
-    labels = []
-    for _, row in params.iterrows():
-        parts = [format_value(row[c]) for c in leads if normalized(row[c]) is not None]
-        parts += [f"{k}={format_value(row[c])}" for k, c in zip(keys, keyed, strict=True)
-                  if normalized(row[c]) is not None]
-        labels.append(" ".join(parts) or "trial")
-    return numbered(labels)
-
-
-def numbered(labels: Sequence[str]) -> list[str]:
-    """Labels made unique in order: a repeat (a repeated grid point) gets a number, "adam", "adam #2", "adam #3"."""
-    unique: list[str] = []
-    for base in labels:
-        label, repeat = base, 1
-        while label in unique:
-            repeat += 1
-            label = f"{base} #{repeat}"
-        unique.append(label)
-    return unique
-
-
-def leaders(values: pd.Series, *, highest: bool = True, fmt: str = "{:.4f}") -> str:
-    """The trial(s) with the highest (or lowest) value, ties listed together: "adam, rmsprop (0.9812)"."""
-    values = values.dropna()
-    if values.empty:
-        return "no trial (no values)"
-    extreme = values.max() if highest else values.min()
-    return f"{', '.join(map(str, values.index[values == extreme]))} ({fmt.format(extreme)})"
 
 
 # ---------------------------------------------------------------- writing and logging the report

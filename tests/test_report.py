@@ -122,15 +122,8 @@ def test_labels_name_only_the_varying_searched_params(record):
                                              "adam lr=0.1"]
 
 
-def test_label_trials_leads_with_the_optimizer_and_formats_numbers_short():
-    params = pd.DataFrame({"optimizer": ["adam", "sgd", "sgd"], "lr": ["0.001", "0.01", "0.0003"],
-                           "optimizer.momentum": [None, "0.9", "0.9"], "hidden": ["128", "128", "128"]})
-    assert report.label_trials(params) == ["adam lr=1e-3", "sgd lr=0.01 momentum=0.9", "sgd lr=3e-4 momentum=0.9"]
 
 
-def test_label_trials_numbers_repeated_labels():
-    params = pd.DataFrame({"optimizer": ["adam", "adam", "sgd", "adam"], "seed": [1, 1, 1, 1]})
-    assert report.label_trials(params) == ["adam", "adam #2", "sgd", "adam #3"]
 
 
 def test_searched_params_default_to_those_that_vary_when_the_sweep_run_does_not_list_them(store):
@@ -244,11 +237,6 @@ def test_relabelled_names_trials_in_summary_and_history_and_numbers_repeats(reco
     assert record.summary.label.iloc[0] == "adam lr=1e-3"  # the record it came from is left as it was
 
 
-def test_leaders_lists_ties_together_and_skips_missing_values():
-    values = pd.Series([0.9, 0.9, 0.5, math.nan], index=["adam", "rmsprop", "sgd", "failed"])
-    assert report.leaders(values) == "adam, rmsprop (0.9000)"
-    assert report.leaders(values, highest=False, fmt="{:.1f}") == "sgd (0.5)"
-    assert report.leaders(values[["failed"]]) == "no trial (no values)"
 
 
 def test_cli_reports_a_misspelt_experiment_with_the_closest_name_and_those_that_exist(store, capfd):
