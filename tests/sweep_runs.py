@@ -29,6 +29,20 @@ def write_sweep(folder: Path, body: str, *, name: str = "sweep.py") -> Path:
     return path
 
 
+def sweep_source(args: str, *, name: str = "bad") -> str:
+    """The text of a sweep file defining Sweep(<args>): named `name` and searching lr unless args say otherwise."""
+    name_arg = "" if "name=" in args else f'name="{name}", '
+    space_arg = "" if "space=" in args else 'space={"lr": loguniform(1e-3, 1e-1)}, '
+    return SWEEP_HEADER + f"SWEEP = Sweep({name_arg}{space_arg}{args})\n"
+
+
+def write_text(folder: Path, text: str, *, name: str = "sweep.py") -> Path:
+    """A file in `folder` holding `text` as written (dedented): a sweep file, good or bad, or another file."""
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
 def sweep_env(folder: Path, *, snapshot_every_s: int | None = None) -> dict[str, str]:
     """The environment of a sweep subprocess. Fault tests pass `snapshot_every_s`: Tune then saves its experiment
     state (and syncs the trials' result.json to the storage, where the tests watch) that often, instead of every

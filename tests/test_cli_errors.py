@@ -17,17 +17,16 @@ import torch
 from raysweep import run as run_module
 from raysweep.config import TrialConfig
 from raysweep.sweep_file import load
+from tests.sweep_runs import sweep_source as shared_sweep_source
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAYSWEEP_SHARED_DATA", REPO.parent / "shared" / "data"))
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.py"))
-HEADER = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
 
 
 def sweep_source(args: str = "") -> str:
     """A sweep file defining Sweep(<args>), named "cli" and searching lr unless args say otherwise."""
-    space_arg = "" if "space=" in args else 'space={"lr": loguniform(1e-3, 1e-1)}, '
-    return HEADER + f'SWEEP = Sweep(name="cli", num_samples=2, max_epochs=1, {space_arg}{args})\n'
+    return shared_sweep_source(f"num_samples=2, max_epochs=1, {args}".rstrip(", "), name="cli")
 
 
 GOOD = sweep_source()

@@ -1,33 +1,20 @@
 """Importing a sweep file: its SWEEP, a file that is missing, not Python or not importable, and what it may define."""
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from raysweep.sweep import Choice, SweepError
 from raysweep.sweep_file import load
+from tests.sweep_runs import sweep_source, write_text
 
 TESTS = Path(__file__).resolve().parent
 CONDITIONAL = TESTS / "sweeps" / "conditional.py"
-HEADER = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
-
-
-def write(folder: Path, text: str, *, name: str = "sweep.py") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def sweep_source(args: str) -> str:
-    name = "" if "name=" in args else 'name="bad", '
-    space_arg = "" if "space=" in args else 'space={"lr": loguniform(1e-3, 1e-1)}, '
-    return HEADER + f"SWEEP = Sweep({name}{space_arg}{args})\n"
 
 
 def test_a_misspelt_sweep_field_names_the_closest_one(tmp_path):
     with pytest.raises(SweepError, match=r"did you mean `max_epochs`") as caught:
-        load(write(tmp_path, sweep_source("max_epoch=3")))
+        load(write_text(tmp_path, sweep_source("max_epoch=3")))
     assert "\n" not in str(caught.value)
 
 
@@ -44,11 +31,11 @@ def test_a_missing_or_non_python_sweep_file_is_a_sweep_error(tmp_path):
     with pytest.raises(SweepError, match=r"must be an existing .py file, but it does not exist"):
         load(tmp_path / "nowhere.py")
     with pytest.raises(SweepError, match=r"must be a Python file ending in .py"):
-        load(write(tmp_path, sweep_source(""), name="sweep.txt"))
+        load(write_text(tmp_path, sweep_source(""), name="sweep.txt"))
 
 
 def test_a_sweep_file_may_define_its_own_dataclasses(tmp_path):
     # With postponed annotations, @dataclass looks the defining module up in sys.modules while it builds the class.
     source = "from __future__ import annotations\nfrom dataclasses import dataclass\n" + sweep_source("")
     source += "\n\n@dataclass\nclass Widths:\n    first: int\n"
-    assert load(write(tmp_path, source)).name == "bad"
+    assert load(write_text(tmp_path, source)).name == "bad"

@@ -1,6 +1,5 @@
 """Loading a sweep file, --set overrides, the smoke budget, and validating the result once before Ray starts."""
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -8,25 +7,12 @@ import pytest
 from raysweep.overrides import override, smoke_budget
 from raysweep.sweep import Choice, Sweep, SweepError, loguniform
 from raysweep.validate import load, resolve, validate
+from tests.sweep_runs import SWEEP_HEADER, sweep_source, write_text
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 CONDITIONAL = TESTS / "sweeps" / "conditional.py"
 GRID = TESTS / "sweeps" / "grid_conditional.py"
-HEADER = "from raysweep.sweep import Sweep, choice, loguniform, quniform, uniform\n\n"
-
-
-def write(folder: Path, text: str, *, name: str = "sweep.py") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def sweep_source(args: str) -> str:
-    """A sweep file defining Sweep(<args>), named "bad" and searching lr unless args say otherwise."""
-    name = "" if "name=" in args else 'name="bad", '
-    space_arg = "" if "space=" in args else 'space={"lr": loguniform(1e-3, 1e-1)}, '
-    return HEADER + f"SWEEP = Sweep({name}{space_arg}{args})\n"
 
 
 SGD_ADAM = 'choice({"sgd": {"optimizer.momentum": uniform(0.0, 0.9)}, "adam": {"optimizer.beta1": uniform(0.8, 0.95)}})'
@@ -46,7 +32,7 @@ BAD_SWEEPS = {  # id: (the sweep file's text, the one-line message it must fail 
     "syntax-error": ("SWEEP = Sweep(name='bad'\n", r"syntax error at line \d+"),
     "no-SWEEP": ("X = 1\n", r"must define `SWEEP = Sweep\(...\)`, but defines no SWEEP"),
     "SWEEP-wrong-type": ("SWEEP = {'name': 'bad'}\n", r"`SWEEP` must be a raysweep.sweep.Sweep, but got dict"),
-    "unknown-Sweep-argument": (HEADER + "SWEEP = Sweep(name='bad', epochs=3)\n",
+    "unknown-Sweep-argument": (SWEEP_HEADER + "SWEEP = Sweep(name='bad', epochs=3)\n",
                                r"unknown Sweep field `epochs`; did you mean `max_epochs`\? valid: name, dataset, .*"),
     "multi-line-import-error": ("raise ValueError('first line\\nsecond line')\n",
                                 r"ValueError while importing: first line second line$"),
@@ -116,7 +102,7 @@ BAD_SWEEPS = {  # id: (the sweep file's text, the one-line message it must fail 
 @pytest.mark.parametrize("source,message", BAD_SWEEPS.values(), ids=BAD_SWEEPS)
 def test_bad_sweep_files_fail_in_one_line_naming_the_field_and_rule(tmp_path, source, message):
     with pytest.raises(SweepError, match=message) as caught:
-        resolve(write(tmp_path, source))
+        resolve(write_text(tmp_path, source))
     assert "\n" not in str(caught.value)
 
 
@@ -232,14 +218,14 @@ def test_smoke_keeps_a_smaller_subset_and_caps_validation_on_large_data_sets():
 ])
 def test_an_unknown_name_suggests_the_closest_valid_one(tmp_path, source, message):
     with pytest.raises(SweepError, match=message):
-        resolve(write(tmp_path, source))
+        resolve(write_text(tmp_path, source))
 
 
 def test_a_sweep_file_with_several_mistakes_reports_all_of_them_one_line_each(tmp_path):
     source = sweep_source('searcher="bayes", num_samples=0, fixed={"optimiser": "adam", "lr": -1.0}, '
                           'space={"dropout": uniform(0.5, 0.1), "lr": loguniform(0.0, 0.1)}')
     with pytest.raises(SweepError) as caught:
-        resolve(write(tmp_path, source))
+        resolve(write_text(tmp_path, source))
     lines = str(caught.value).splitlines()
     assert [line.split(" must ")[0].split(":")[0] for line in lines] == [
         "`searcher`", "`num_samples`", "fixed", "`space.dropout`", "`space.lr`"]
@@ -249,12 +235,12 @@ def test_a_sweep_file_with_several_mistakes_reports_all_of_them_one_line_each(tm
 def test_one_bad_fixed_value_is_reported_once_not_at_every_corner_of_the_space(tmp_path):
     source = sweep_source('fixed={"batch_size": 0}, space={"lr": loguniform(1e-3, 0.1), "dropout": uniform(0, 0.5)}')
     with pytest.raises(SweepError) as caught:
-        resolve(write(tmp_path, source))
+        resolve(write_text(tmp_path, source))
     assert str(caught.value) == "fixed: `batch_size` must be an integer >= 1 or \"full\", but got batch_size=0"
 
 
 def test_bad_set_assignments_are_reported_with_the_files_own_mistakes(tmp_path):
-    path = write(tmp_path, sweep_source('scheduler="hyperband"'))
+    path = write_text(tmp_path, sweep_source('scheduler="hyperband"'))
     with pytest.raises(SweepError) as caught:
         resolve(path, assignments=["epochs=3"])
     lines = str(caught.value).splitlines()
