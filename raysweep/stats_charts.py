@@ -59,7 +59,9 @@ def comparison_chart(table: pd.DataFrame, *, path: Path, metric: str = "best_val
     low = np.nan_to_num(mean - shown[f"{metric}_ci_low"].to_numpy(dtype=float))  # no interval: no bar
     high = np.nan_to_num(shown[f"{metric}_ci_high"].to_numpy(dtype=float) - mean)
 
-    figure = Figure(figsize=(8, 1.2 + 0.4 * max(n, 1)), layout="constrained")
+    # Labels are long ("sgd l2 dropout=0.49 lr=0.069 ..."): the figure widens with them so the axis keeps its room.
+    longest = max((len(str(c)) for c in shown.config), default=0)
+    figure = Figure(figsize=(min(max(9.0, 7.0 + 0.1 * longest), 22.0), 1.4 + 0.4 * max(n, 1)), layout="constrained")
     ax = figure.add_subplot()
     kinds = [_kind(v) for v in verdicts]
     colors = [VERDICT_STYLE[k][0] for k in kinds]
@@ -77,7 +79,7 @@ def comparison_chart(table: pd.DataFrame, *, path: Path, metric: str = "best_val
     ax.grid(axis="x", alpha=0.3)
     keys = [ax.scatter([], [], c=VERDICT_STYLE[k][0], edgecolors="black", label=VERDICT_STYLE[k][1])
             for k in ("indistinguishable", "different", "untested") if k in kinds]
-    ax.legend(handles=[stars, *keys], loc="best", fontsize="small")
+    ax.legend(handles=[stars, *keys], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
     points = sorted((tuple(p) for p in dots.get_offsets()), key=lambda p: -p[1])  # (mean, y), top to bottom
     segments = sorted(bars.lines[2][0].get_segments(), key=lambda s: -s[0][1])  # [[low, y], [high, y]]
