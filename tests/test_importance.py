@@ -120,12 +120,13 @@ def test_real_sweep_spaces_as_hyperopt_draws_them(sweep_file):
     from hyperopt.pyll import stochastic
 
     from raysweep import space as spaces
-    from raysweep import sweep as sweeps
+    from raysweep.config import flatten
+    from raysweep.sweep_file import load
 
-    space = sweeps.load(ROOT / sweep_file).space
+    space = load(ROOT / sweep_file).space
     rng = np.random.default_rng(0)
     hyperopt_space = spaces.to_hyperopt(space)
-    trials = pd.DataFrame([sweeps.flatten(stochastic.sample(hyperopt_space, rng=rng)) for _ in range(40)])
+    trials = pd.DataFrame([flatten(stochastic.sample(hyperopt_space, rng=rng)) for _ in range(40)])
     trials["best_val_acc"] = METRICS["lr"](trials) + rng.normal(0, 0.005, len(trials))
     assert importance.param_importance(trials, space=space).setting.iloc[0] == "lr"
     ped = importance.param_importance(trials, space=space, evaluator="ped_anova").set_index("setting")
