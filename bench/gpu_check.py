@@ -51,15 +51,23 @@ def read_trials(storage: Path) -> dict[str, list[dict]]:
     return trials
 
 
+TIMESTAMP_RESOLUTION_S = 1.0  # Tune's result `timestamp` is int(time.time())
+
+
 def spans(trials: dict[str, list[dict]]) -> list[tuple[float, float]]:
     """(start, end) in seconds since the epoch of each trial's training: its last result's timestamp, minus the
     training time Tune counted up to it."""
     return [(r[-1]["timestamp"] - r[-1]["time_total_s"], r[-1]["timestamp"]) for r in trials.values() if r]
 
 
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of intervals that hold one instant (a start counts, an end does not)."""
-    return max((sum(start <= t < end for start, end in intervals) for t, _ in intervals), default=0)
+def most_at_once(intervals: list[tuple[float, float]], *, resolution: float = TIMESTAMP_RESOLUTION_S) -> int:
+    """The largest number of intervals that hold one instant (a start counts, an end does not), counting an overlap
+    only when it lasts longer than `resolution`.
+
+    The timestamps are whole seconds, so both ends of a span may be early by up to a second, by a different amount
+    for each trial: two trials one after the other can seem to overlap by less than a second. Trials that share a
+    GPU overlap by whole epochs."""
+    return max((sum(start <= t < end - resolution for start, end in intervals) for t, _ in intervals), default=0)
 
 
 def mean_at_once(intervals: list[tuple[float, float]]) -> float:

@@ -44,8 +44,8 @@ def _results(start: float, epoch_s: list[float], **keys) -> list[dict]:
 
 def test_most_at_once_counts_the_intervals_holding_the_busiest_instant():
     # At t=4, (0, 10), (2, 5) and (4, 12) all hold; at t=10 the first has ended and (10, 11) begins: 2.
-    assert gpu_check.most_at_once([(0, 10), (2, 5), (4, 12), (10, 11)]) == 3
-    assert gpu_check.most_at_once([(0, 1), (1, 2), (2, 3)]) == 1  # back to back is one at a time
+    assert gpu_check.most_at_once([(0, 10), (2, 5), (4, 12), (10, 11)], resolution=0) == 3
+    assert gpu_check.most_at_once([(0, 1), (1, 2), (2, 3)], resolution=0) == 1  # back to back is one at a time
     assert gpu_check.most_at_once([]) == 0
 
 
@@ -57,6 +57,15 @@ def test_mean_at_once_is_busy_time_over_the_union_of_the_intervals():
 def test_a_trials_span_ends_at_its_last_result_and_starts_its_training_time_before():
     trials = {"a": _results(100.0, [10.0, 10.0, 10.0]), "b": _results(120.0, [10.0, 10.0])}
     assert gpu_check.spans(trials) == [(100.0, 130.0), (120.0, 140.0)]
+
+
+def test_trials_one_after_the_other_within_a_timestamps_rounding_do_not_count_as_overlapping():
+    # b started 0.3 s after a ended, but whole-second timestamps put its estimated start 0.7 s before a's end.
+    first = [{"timestamp": 110, "time_total_s": 10.0}]
+    second = [{"timestamp": 120, "time_total_s": 10.7}]
+    assert gpu_check.most_at_once(gpu_check.spans({"a": first, "b": second})) == 1
+    overlapping = [{"timestamp": 120, "time_total_s": 15.0}]  # started 5 s before a ended: shares the GPU
+    assert gpu_check.most_at_once(gpu_check.spans({"a": first, "b": overlapping})) == 2
 
 
 # ---- the summary and the report ----
