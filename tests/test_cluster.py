@@ -108,7 +108,7 @@ def _driver_env(folder: Path, cluster: RayCluster, **extra: str) -> dict[str, st
 
 # ---- several nodes, shared storage, one node lost mid-trial ----
 
-EPOCHS = 10  # x ~0.7-1.4 s: a trial outlasts the 1 s between the storage's snapshots the tests watch
+EPOCHS = 5  # x ~1.4 s idle: a trial outlasts the 1 s between the storage's snapshots the tests watch
 SPREAD_SWEEP = f"""
 SWEEP = Sweep(
     name="spread",
@@ -119,6 +119,7 @@ SWEEP = Sweep(
     scheduler="none",
     num_samples=3,  # one per 1-CPU worker node
     max_epochs={EPOCHS},
+    gpu=0,  # CPU trials: "auto" would give each a quarter of node a's GPU and put them all on node a
     max_concurrent=3,  # Tune then asks for all three at once (with a searcher it otherwise queues one at a time)
 )
 """
