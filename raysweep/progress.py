@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ray.tune import Callback
 from tqdm import tqdm
 
+from raysweep.mlflow_runs import trial_label
 from raysweep.status import epoch_of, status_of
-from raysweep.tracking_callback import trial_label
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

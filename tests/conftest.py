@@ -26,3 +26,17 @@ def ray_address() -> Iterator[str]:
         cluster.stop()
         left = cluster.ours()
         assert not left, f"processes of the shared Ray cluster still alive after stop: {left}"
+
+
+@pytest.fixture()
+def sweep_run(tmp_path):
+    """A sweep's parent run in a fresh local MLflow store (sqlite in tmp_path), as tracking.start_sweep_run makes."""
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.mlflow_runs import ROLE, SweepRun, local_artifacts
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("e", artifact_location=local_artifacts(uri))
+    parent = client.create_run(experiment_id, tags={ROLE: "sweep"}).info.run_id
+    return SweepRun(tracking_uri=uri, experiment_id=experiment_id, run_id=parent)

@@ -30,12 +30,8 @@ from raysweep.mlflow_runs import (
 
 
 @pytest.fixture()
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("e", artifact_location=local_artifacts(uri))
-    parent = client.create_run(experiment_id, tags={ROLE: "sweep"}).info.run_id
-    return client, SweepRun(tracking_uri=uri, experiment_id=experiment_id, run_id=parent)
+def store(sweep_run):
+    return MlflowClient(sweep_run.tracking_uri), sweep_run
 
 
 def add_trial(client: MlflowClient, sweep_run: SweepRun, trial_id: str) -> str:

@@ -1,24 +1,14 @@
 """The trial callback, driven through Tune's hooks with real Trial objects against a real local MLflow store: a child
 run per trial with its params and per-epoch metrics, the status rule at the end, and what it hands over after fit."""
 
-import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from raysweep.config import TrialConfig
-from raysweep.mlflow_runs import PARENT, ROLE, STATUS, STOPPED_EPOCH, TRIAL_ID, SweepRun, local_artifacts
+from raysweep.mlflow_runs import PARENT, ROLE, STATUS, STOPPED_EPOCH, TRIAL_ID, SweepRun
 from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
 
 MAX_EPOCHS = 3
-
-
-@pytest.fixture()
-def sweep_run(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    experiment_id = client.create_experiment("e", artifact_location=local_artifacts(uri))
-    parent = client.create_run(experiment_id, tags={ROLE: "sweep"}).info.run_id
-    return SweepRun(tracking_uri=uri, experiment_id=experiment_id, run_id=parent)
 
 
 def trial(trial_id: str, config: dict) -> Trial:
