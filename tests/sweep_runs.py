@@ -95,6 +95,17 @@ def result_lines(folder: Path, sweep_name: str) -> dict[str, int]:
             for path in (folder / "results" / sweep_name).glob("*/*/result.json")}
 
 
+def saved_statuses(folder: Path, sweep_name: str) -> dict[str, str]:
+    """Per trial folder: the status (RUNNING, TERMINATED, ...) in the experiment state Tune last saved, which is what
+    `--resume` starts from. Empty while there is none, or while Tune is still writing it."""
+    states = sorted((folder / "results" / sweep_name).glob("*/experiment_state-*.json"))
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"] if states else []
+    except (json.JSONDecodeError, KeyError):
+        return {}
+    return {state["relative_logdir"]: state["status"] for state in (json.loads(data) for data, _ in trials)}
+
+
 def assert_each_trial_once_and_complete(folder: Path, name: str, *, trials: int, epochs: int) -> None:
     """trials.csv has `trials` distinct trials, each completed after `epochs` epochs, and the MLflow store in folder
     has exactly one finished child run per trial, with every epoch's val_loss logged once."""

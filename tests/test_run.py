@@ -22,6 +22,7 @@ from tests.sweep_runs import (
     command,
     result_lines,
     run_sweep,
+    saved_statuses,
     sweep_env,
     trial_results,
     trials_csv,
@@ -155,10 +156,15 @@ def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_pat
     driver = subprocess.Popen(command(sweep_file, tmp_path), cwd=tmp_path, env=sweep_env(tmp_path, snapshot_every_s=1),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        # Kill it once one trial has finished and another is part-way.
+        # Kill it once Tune's saved state holds one trial as finished, and another is part-way. A trial whose last
+        # epoch came after the last save is RUNNING in that state, so --resume rightly trains it on from its checkpoint.
+        finished_before: set[str] = set()
+
         def one_done_one_running() -> bool:
             counts = result_lines(tmp_path, "resumed") if (tmp_path / "results").exists() else {}
-            return 6 in counts.values() and any(0 < n < 6 for n in counts.values())
+            saved = saved_statuses(tmp_path, "resumed") if counts else {}
+            finished_before.update(trial for trial, status in saved.items() if status == "TERMINATED")
+            return bool(finished_before) and any(0 < n < 6 for n in counts.values())
 
         wait_for(one_done_one_running, timeout_s=300, what="one trial done, one part-way", process=driver)
         os.kill(driver.pid, signal.SIGKILL)
@@ -166,7 +172,9 @@ def test_resume_after_the_driver_is_killed_runs_every_trial_exactly_once(tmp_pat
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    finished_before = {trial for trial, n in result_lines(tmp_path, "resumed").items() if n == 6}
+    # A save finished between the last look and the kill can only have added finished trials.
+    finished_before.update(trial for trial, status in saved_statuses(tmp_path, "resumed").items()
+                           if status == "TERMINATED")
     # What the killed driver leaves when it opened a trial's run after Tune last saved its state (this race does happen
     # now and then by itself): the resumed experiment never knew that trial, and the searcher proposes another.
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
