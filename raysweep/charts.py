@@ -3,8 +3,8 @@ overlaid learning curves, a convergence plot per trial, and final accuracy again
 
 `summary` has one row per trial, in the order the charts list them, with at least `run_id`, `label` and `status`
 (plus `epochs` and the plotted metric columns); `history` is long form: `run_id`, `epoch`, `metric`, `value`. Each
-chart function returns a matplotlib Figure; `write_charts` saves them all as PNG files. The short number and name
-formats live here too, so that the report's labels read as the charts do.
+chart function returns a matplotlib Figure; raysweep.chart_files saves them all as PNG files. The short number and
+name formats live here too, so that the report's labels read as the charts do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -106,47 +105,7 @@ def _spans_decades(values: np.ndarray) -> bool:
     values = values[np.isfinite(values)]
     return values.size > 1 and bool((values > 0).all()) and values.max() / values.min() > 100
 
-
-def _file_names(labels: list[str]) -> list[str]:
-    """One file name per label, unique even where two labels sanitize alike ("a b" and "a_b")."""
-    names: list[str] = []
-    for i, label in enumerate(labels):
-        name = safe_name(label)
-        names.append(name if name not in names else f"{name}_{i}")
-    return names
-
-
 # ---------------------------------------------------------------- the charts
-
-def write_charts(summary: pd.DataFrame, history: pd.DataFrame, *, params: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Every chart as a PNG under `out_dir` (per-trial convergence plots in convergence/); returns the paths.
-
-    `params` holds the searched params, one column each, one row per trial: each gets a chart against val_acc.
-    """
-    out_dir = Path(out_dir)
-    (out_dir / "convergence").mkdir(parents=True, exist_ok=True)
-    figures = {
-        "training_time.png": bar_chart(summary, column="wall_time_s", title="Training time per trial",
-                                       xlabel="wall time (s, sum of epoch times)"),
-        "final_val_loss.png": bar_chart(summary, column="final_val_loss", xlabel="val_loss at last epoch",
-                                        title="Final validation loss per trial (lower is better)"),
-        "final_val_acc.png": bar_chart(summary, column="final_val_acc", xlabel="val_acc at last epoch",
-                                       title="Final validation accuracy per trial (higher is better)"),
-        "learning_curves.png": learning_curves(summary, history),
-    }
-    paths = [_save(figure, out_dir / name) for name, figure in figures.items()]
-    for run_id, name in zip(summary.run_id, _file_names(list(summary.label)), strict=True):
-        paths.append(_save(convergence(summary, history, run_id=run_id), out_dir / "convergence" / f"{name}.png"))
-    for name in params.columns:
-        paths.append(_save(accuracy_versus(summary, params[name]),
-                           out_dir / f"final_val_acc_vs_{safe_name(str(name))}.png"))
-    return paths
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
-    return path
-
 
 def bar_chart(summary: pd.DataFrame, *, column: str, title: str, xlabel: str) -> Figure:
     """One horizontal bar per trial, first trial on top; marked trials hatched, non-finite values said in words."""

@@ -22,7 +22,7 @@ from mlflow import MlflowClient, get_tracking_uri
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from raysweep import charts
+from raysweep import chart_files
 from raysweep.charts import normalized
 from raysweep.labels import label_trials, leaders, numbered  # noqa: F401 (leaders: the notebooks' report.leaders)
 from raysweep.mlflow_runs import (
@@ -216,7 +216,7 @@ def write_report(record: SweepRecord, *, out_dir: Path) -> list[Path]:
     logged = [name for name in record.searched if name in record.summary or f"param.{name}" in record.summary]
     params = pd.DataFrame({name: record.param(name) for name in logged}, index=record.summary.index)
     return [out_dir / "summary.csv",
-            *charts.write_charts(record.summary, record.history, params=params, out_dir=out_dir)]
+            *chart_files.write_charts(record.summary, record.history, params=params, out_dir=out_dir)]
 
 
 def log_report(paths: Sequence[Path], *, tracking_uri: str | None, parent_run_id: str,

@@ -155,17 +155,6 @@ def test_accuracy_versus_draws_a_trial_without_a_finite_accuracy_at_zero_and_say
     assert "val_acc not finite: drawn at 0" in [text.get_text() for text in ax.texts]
 
 
-def test_write_charts_writes_every_chart_as_a_png(tmp_path):
-    summary = SUMMARY.assign(label=["a b", "a_b", "rmsprop"])  # two labels that make the same file name
-    params = pd.DataFrame({"lr": [1e-4, 1e-2, 1e-1], "optimizer": ["adam", "sgd", "rmsprop"]})
-    paths = charts.write_charts(summary, HISTORY, params=params, out_dir=tmp_path)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        "training_time.png", "final_val_loss.png", "final_val_acc.png", "learning_curves.png",
-        "convergence/a_b.png", "convergence/a_b_1.png", "convergence/rmsprop.png",
-        "final_val_acc_vs_lr.png", "final_val_acc_vs_optimizer.png"]
-    assert all(_is_png(path) for path in paths)
-
-
 @pytest.mark.parametrize(("value", "text"), [(64, "64"), (0.01, "0.01"), (0.001, "1e-3"), (0.000316, "3.16e-4"),
                                              (2e6, "2e6"), (math.inf, "inf"), ("0.5", "0.5"), ("adam", "adam")])
 def test_format_value_writes_numbers_short(value, text):
