@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,22 @@ def check_reachable(uri: str, *, timeout_s: float = 5.0) -> None:
             f"MLflow store {uri} needs a writable folder {folder}, but {one_line(exc)}; "
             "pass --tracking-uri / set MLFLOW_TRACKING_URI to a writable location"
         ) from None
+
+
+def open_store_in_background(uri: str) -> threading.Thread:
+    """Open the tracking store in a thread and return it, for the caller to join before it uses the store.
+
+    A new sqlite store takes seconds to create its tables; run.main does it while ray.init waits for Ray's processes
+    to start. MLflow keeps one store per URI, so the sweep's own client then finds it open. Errors are left for that
+    client to raise, with its own message."""
+
+    def open_store() -> None:
+        with suppress(Exception):
+            MlflowClient(uri).search_experiments(max_results=1)
+
+    thread = threading.Thread(target=open_store, name="raysweep-open-mlflow-store", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextmanager

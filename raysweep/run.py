@@ -9,14 +9,16 @@ opened ends every open run FAILED, writes its traceback to the results folder an
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from raysweep.sweep import Sweep, SweepError, trial_settings
+from raysweep.sweep import Sweep, SweepError
 from raysweep.validate import resolve
 
 if TYPE_CHECKING:
@@ -91,7 +93,8 @@ def connect(sweep: Sweep, *, address: str | None) -> float:
 
     from raysweep import resources
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False,
+             runtime_env={"worker_process_setup_hook": "raysweep.trainable.warm_worker"})
     capacity = resources.cluster_capacity()
     gpu = resources.trial_gpu(sweep.gpu, capacity=capacity)
     try:
@@ -111,9 +114,10 @@ def run(
 ) -> Outcome:
     """Run the sweep on Ray Tune, or resume its run `previous`, and record it in MLflow; each trial asks Ray for
     `sweep.cpu` CPUs and `gpu` (the resolved share) of a GPU."""
+    import ray
     from ray import tune
 
-    from raysweep import failures, progress, results, storage, tracking, trainable
+    from raysweep import failures, progress, results, search, storage, tracking, trainable
     from raysweep.tracking_callback import MlflowTrialCallback
     from raysweep.trial_log import LOG_FILE, ExperimentEnd
 
@@ -148,12 +152,12 @@ def run(
         callback = MlflowTrialCallback(sweep_run=sweep_run, max_epochs=sweep.max_epochs, end_file=end_file,
                                        trial_log=results_dir / LOG_FILE)
         if previous is not None:
-            repaired = storage.repair_searcher_state(run_path, search_algorithm(sweep)[0])
+            repaired = storage.repair_searcher_state(run_path, search.search_algorithm(sweep)[0])
             if repaired:
                 print(f"warning: {repaired}", file=sys.stderr)
             tuner = tune.Tuner.restore(run_path, trainable=trial, resume_errored=True)
         else:
-            searcher, param_space = search_algorithm(sweep)
+            searcher, param_space = search.search_algorithm(sweep)
             tuner = tune.Tuner(
                 trial,
                 param_space=param_space,
@@ -161,7 +165,7 @@ def run(
                     metric=sweep.metric,
                     mode=sweep.mode,
                     search_alg=searcher,
-                    scheduler=scheduler(sweep),
+                    scheduler=search.scheduler(sweep),
                     num_samples=sweep.num_samples,
                     # HyperOpt searchers carry their own ConcurrencyLimiter (search_algorithm); Tune warns if told twice
                     max_concurrent_trials=(sweep.max_concurrent or None) if sweep.searcher == "grid" else None,
@@ -189,48 +193,15 @@ def run(
         # 5. Fit; then trim the checkpoints, and the work after fit: table, test split, CSV, report, summary run.
         result_grid = tuner.fit()
         storage.prune_checkpoints(result_grid, metric=sweep.metric, mode=sweep.mode)
-        return results.finish(sweep, result_grid=result_grid, dataset=dataset, sweep_run=sweep_run,
-                              results_dir=results_dir, experiment_end=ExperimentEnd.read(end_file))
-
-
-def scheduler(sweep: Sweep) -> Any:
-    """ASHA on the epoch count, or FIFO (every trial runs its whole budget)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if sweep.scheduler != "asha":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="training_iteration",  # one report per epoch
-        max_t=sweep.max_epochs,
-        grace_period=sweep.grace_period,
-        reduction_factor=sweep.reduction_factor,
-    )
-
-
-def search_algorithm(sweep: Sweep) -> tuple[Any, dict[str, Any]]:
-    """The Tune search algorithm for the sweep's searcher, and the param_space to pass beside it."""
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-    from ray.tune.search.hyperopt import HyperOptSearch
-
-    from raysweep import space
-
-    if sweep.searcher == "grid":  # Ray Tune's own generator walks the nested grid_search of every valid combination
-        return BasicVariantGenerator(random_state=sweep.seed), {**trial_settings(sweep), **space.grid_space(sweep)}
-    # Random search samples the same nested HyperOpt space from its prior (TPE that never leaves its random start-up
-    # phase), so conditional children and points_to_evaluate behave exactly as they do under TPE.
-    points = [space.hyperopt_point(sweep.space, p) for p in sweep.points_to_evaluate]
-    startup = sweep.num_samples if sweep.searcher == "random" else min(10, max(sweep.num_samples // 4, 2))
-    searcher = space.complete_points(HyperOptSearch(
-        space=space.to_hyperopt(sweep.space),
-        metric=sweep.metric,
-        mode=sweep.mode,
-        points_to_evaluate=points or None,
-        n_initial_points=startup,
-        random_state_seed=sweep.seed,
-    ))
-    if sweep.max_concurrent:
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent)
-    return searcher, trial_settings(sweep)
+        # Nothing after fit needs Ray (checkpoints are read from the storage): it stops, 2-3 s of waiting for its
+        # processes to end, while the work after fit runs.
+        ray_stopped = threading.Thread(target=ray.shutdown, name="raysweep-ray-shutdown", daemon=True)
+        ray_stopped.start()
+        try:
+            return results.finish(sweep, result_grid=result_grid, dataset=dataset, sweep_run=sweep_run,
+                                  results_dir=results_dir, experiment_end=ExperimentEnd.read(end_file))
+        finally:
+            ray_stopped.join()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. What the sweep needs from outside, checked before Ray starts and any MLflow run opens (see preflight). A dry
     #    run takes these same checks: it passes exactly when the real run would get past its start.
-    from raysweep import preflight, resources
+    from raysweep import mlflow_runs, preflight, resources
     address = args.address or os.environ.get("RAY_ADDRESS")
     try:
         ready = preflight.check(sweep, tracking_uri=args.tracking_uri, storage_option=args.storage, address=address,
@@ -256,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         from raysweep import progress
 
         progress.quiet_ray(progress.console_mode(verbose=args.verbose, quiet=args.quiet))
+    store = None if args.dry_run else mlflow_runs.open_store_in_background(ready.tracking_uri)  # while Ray starts
     try:
         if not args.dry_run or address:  # joining a cluster starts nothing; a local Ray is only started for real
             gpu = connect(sweep, address=address)
@@ -263,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
     except ConnectionError as exc:  # e.g. --address auto with no cluster on this machine
         fail(f"`--address` must name a running Ray cluster, but got --address={address!r}: {exc}")
+    finally:
+        if store is not None:
+            store.join()  # before anything else opens the store: two threads creating one sqlite store would race
     if args.dry_run:
         if address:
             import ray
@@ -291,5 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if outcome.best is not None else NO_TRIAL_SUCCEEDED
 
 
+def cli() -> NoReturn:
+    """The command's entry point: main(), then exit without the interpreter's own teardown.
+
+    The atexit handlers (Ray's shutdown, MLflow's and logging's flushes) and the standard streams' flushes run first;
+    what is skipped is finalizing the modules torch, Ray and gRPC loaded, which took 4-6 s after every sweep with
+    nothing left to write (docs/PERFORMANCE.md, section 5). Only the main thread is alive by then."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli()

@@ -43,6 +43,14 @@ def pick_device(*, gpus_assigned: int) -> torch.device:
     return torch.device("cpu")
 
 
+def warm_worker() -> None:
+    """Ray's worker_process_setup_hook (run.connect): each worker of the sweep pays its one-off imports as it starts,
+    while the driver still opens its MLflow run and builds the Tuner, instead of in its first trial's first epoch.
+
+    torch.optim imports torch._dynamo in every optimizer's constructor (1-5 s); this module imports the rest."""
+    import torch._dynamo  # noqa: F401
+
+
 CHECKPOINT_FILE = "state.pt"
 
 

@@ -22,6 +22,7 @@ from raysweep.mlflow_runs import (
     local_artifacts,
     local_store_folder,
     one_line,
+    open_store_in_background,
     param_value,
     resolve_tracking_uri,
     search_runs,
@@ -112,3 +113,31 @@ def test_param_values_are_cut_to_mlflows_limit_and_errors_to_one_short_line():
     assert one_line(ValueError("two\nlines")) == "two lines"
     assert one_line(ValueError("y" * 300), limit=50) == "y" * 47 + "..."
     assert one_line(ValueError()) == "ValueError"
+
+
+def test_the_store_opened_in_the_background_is_created_and_the_one_the_client_then_uses(tmp_path):
+    import sqlite3
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    thread = open_store_in_background(uri)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:  # MLflow's tables, made by the thread
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+    assert {"experiments", "runs", "metrics"} <= tables
+    assert MlflowClient(uri).get_experiment_by_name("Default") is not None
+
+
+def test_a_store_that_cannot_be_opened_in_the_background_leaves_the_error_to_the_sweeps_own_client(tmp_path,
+                                                                                                 monkeypatch):
+    import threading
+
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    (tmp_path / "blocked").write_text("a file where the store's folder would be")
+    uri = f"sqlite:///{tmp_path}/blocked/mlflow.db"
+    thread = open_store_in_background(uri)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and not escaped
+    with pytest.raises(Exception, match="blocked"):
+        MlflowClient(uri).search_experiments()

@@ -109,7 +109,7 @@ def test_random_search_proposes_no_child_without_its_parent_option(conditional):
 
 
 def test_random_search_starts_with_the_points_to_evaluate_then_samples_the_prior(conditional):
-    from raysweep.run import search_algorithm
+    from raysweep.search import search_algorithm
 
     sweep = dataclasses.replace(conditional, searcher="random", num_samples=40, max_concurrent=0)
     searcher, param_space = search_algorithm(sweep)
