@@ -94,7 +94,7 @@ def connect(sweep: Sweep, *, address: str | None) -> float:
     from raysweep import resources
 
     ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False,
-             runtime_env={"worker_process_setup_hook": "raysweep.trainable.warm_worker"})
+             runtime_env={"worker_process_setup_hook": "raysweep.trainable.preload"})
     capacity = resources.cluster_capacity()
     gpu = resources.trial_gpu(sweep.gpu, capacity=capacity)
     try:
@@ -191,7 +191,10 @@ def run(
             )
 
         # 5. Fit; then trim the checkpoints, and the work after fit: table, test split, CSV, report, summary run.
+        preloaded = threading.Thread(target=trainable.preload, name="raysweep-preload", daemon=True)
+        preloaded.start()
         result_grid = tuner.fit()
+        preloaded.join()
         storage.prune_checkpoints(result_grid, metric=sweep.metric, mode=sweep.mode)
         # Nothing after fit needs Ray (checkpoints are read from the storage): it stops, 2-3 s of waiting for its
         # processes to end, while the work after fit runs.

@@ -43,11 +43,13 @@ def pick_device(*, gpus_assigned: int) -> torch.device:
     return torch.device("cpu")
 
 
-def warm_worker() -> None:
-    """Ray's worker_process_setup_hook (run.connect): each worker of the sweep pays its one-off imports as it starts,
-    while the driver still opens its MLflow run and builds the Tuner, instead of in its first trial's first epoch.
+def preload() -> None:
+    """Import torch._dynamo, 1-5 s that would otherwise fall on the critical path: every torch.optim optimizer's
+    constructor imports it, and so does MLflow's model export (torch.export) after the sweep.
 
-    torch.optim imports torch._dynamo in every optimizer's constructor (1-5 s); this module imports the rest."""
+    It is Ray's worker_process_setup_hook (run.connect), so each worker of the sweep pays it as it starts, while the
+    driver still opens its MLflow run and builds the Tuner, not in its first trial's first epoch; and the driver runs it
+    in a thread during fit, while it mostly waits for results."""
     import torch._dynamo  # noqa: F401
 
 
