@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,6 +120,20 @@ def collect(*, experiment_name: str, tracking_uri: str | None = None,
     return SweepRecord(summary=summary, history=history.drop(columns="timestamp"), searched=searched,
                        experiment_name=experiment_name, parent_run_id=pid, sweep_run=parent,
                        sweep_key=parent.data.tags.get(SWEEP_KEY, ""), sweep_runs=sweep_runs)
+
+
+def comparison(record: SweepRecord, *, tracking_uri: str | None = None) -> pd.DataFrame | None:
+    """The sweep's comparison as its sweep run holds it (report/comparison.csv, raysweep.stats.comparison_table):
+    one row per configuration, best first, with its seeds' n, mean, std and 95% interval of the best metric and of
+    test_acc, the paired test against the best and its verdict. None when the run holds none (a search)."""
+    from raysweep.comparison import COMPARISON_CSV  # the comparison's file name; its torch imports only when used
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    logged = {artifact.path for artifact in client.list_artifacts(record.parent_run_id, "report")}
+    if f"report/{COMPARISON_CSV}" not in logged:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        return pd.read_csv(client.download_artifacts(record.parent_run_id, f"report/{COMPARISON_CSV}", folder))
 
 
 def _parent_run(client: MlflowClient, experiment_id: str, name: str, run_id: str | None):

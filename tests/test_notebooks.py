@@ -27,6 +27,8 @@ STUDIES = {
     "regularizers": ("cifar_regularizers", 3),
     "elastic_net_search": ("cifar_elastic", 2),
 }
+# The comparisons (a list of trials) run with two seeds each: their notebooks show the seeds' table.
+REPEATED = {"optimizers", "regularizers"}
 DIVERGED = "diverged lr=10"  # the run name of the trial each study's record gets added (see add_diverged_trial)
 
 
@@ -78,7 +80,8 @@ def study(request, tmp_path_factory) -> dict:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent: {sweep} needs the real MNIST / CIFAR-10 files")
     folder = tmp_path_factory.mktemp(sweep)
-    done = run_sweep(REPO / "sweeps" / f"{sweep}.py", folder, "--smoke", "--data-dir", str(SHARED_DATA))
+    repeats = ("--repeats", "2") if name in REPEATED else ()
+    done = run_sweep(REPO / "sweeps" / f"{sweep}.py", folder, "--smoke", "--data-dir", str(SHARED_DATA), *repeats)
     # What tests/test_run.py checks of every smoke sweep, so this run can stand for that one.
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(trials_csv(folder, sweep)) == 2
@@ -152,3 +155,16 @@ def test_notebook_reads_a_diverged_trials_infinity_back_as_infinity(study):
     row = [value for line in table.splitlines() if line.startswith(DIVERGED)
            for value in line[len(DIVERGED):].split()]
     assert "inf" in row
+
+
+def test_a_comparison_notebook_shows_the_seeds_table_its_sweep_run_holds(study):
+    from raysweep import report, stats
+
+    record = report.collect(experiment_name=study["sweep"], tracking_uri=study["uri"])
+    compared = report.comparison(record, tracking_uri=study["uri"])
+    if study["name"] not in REPEATED:
+        assert compared is None  # a search logs no comparison table
+        assert "Seeds: mean and 95% confidence interval" not in "".join(c.source for c in study["nb"].cells)
+        return
+    assert list(compared.best_val_acc_n) == [2, 2]  # both configurations, two seeds each
+    assert stats.format_table(compared, width=40) in study["text"]

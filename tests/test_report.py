@@ -268,3 +268,26 @@ def test_a_run_recorded_without_its_storage_key_gets_a_folder_of_its_own(store, 
     assert report.main([EXPERIMENT, "--tracking-uri", store["uri"], "--parent-run-id", store["old_parent"],
                         "--no-log"]) == 0
     assert (tmp_path / "results" / EXPERIMENT / store["old_parent"] / "report" / "summary.csv").is_file()
+
+
+def test_comparison_reads_back_the_seeds_table_the_sweep_run_holds_and_none_without_one(tmp_path):
+    from raysweep import stats
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("seeded", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, run_name="sweep", tags={"raysweep.role": "sweep"}).info.run_id
+    for index, trial in enumerate(TRIALS[:3]):
+        _log_trial(client, experiment_id, parent, index, trial)
+    record = report.collect(experiment_name="seeded", tracking_uri=uri)
+    assert report.comparison(record, tracking_uri=uri) is None  # a sweep run without one: a search
+    seeds = pd.DataFrame({"config": ["adam", "adam", "adam", "sgd", "sgd", "sgd"], "seed": [0, 1, 2] * 2,
+                          "best_val_acc": [0.90, 0.92, 0.91, 0.80, 0.85, 0.82]})
+    table = stats.comparison_table(seeds)
+    (tmp_path / "report").mkdir()
+    table.to_csv(tmp_path / "report" / "comparison.csv", index=False)
+    client.log_artifact(parent, str(tmp_path / "report" / "comparison.csv"), artifact_path="report")
+    read = report.comparison(record, tracking_uri=uri)
+    assert list(read.config) == ["adam", "sgd"] and list(read.best_val_acc_n) == [3, 3]
+    assert read.best_val_acc_mean.tolist() == pytest.approx([0.91, 0.8233333], abs=1e-6)
+    assert stats.format_table(read) == stats.format_table(table)
