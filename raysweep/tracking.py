@@ -211,7 +211,8 @@ def log_best_trial(
     """Log the test metrics and the model (artifact name "model") to the best trial's child run.
 
     `preprocessing` (how raw images become the model's input, and the class names) goes into the model's metadata in
-    its MLmodel file. The model is pickled by reference to its class: loading it back needs raysweep importable.
+    its MLmodel file. MLflow 3 saves it as a torch.export program (data/model.pt2), traced on `input_example`: loading
+    it back (mlflow.pytorch.load_model) gives a torch.fx GraphModule and imports nothing of raysweep.
     Raises MlflowException when MLflow fails."""
     import mlflow.pytorch
 
