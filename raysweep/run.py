@@ -93,8 +93,7 @@ def connect(sweep: Sweep, *, address: str | None) -> float:
 
     from raysweep import resources
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False,
-             runtime_env={"worker_process_setup_hook": "raysweep.trainable.preload"})
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     capacity = resources.cluster_capacity()
     gpu = resources.trial_gpu(sweep.gpu, capacity=capacity)
     try:

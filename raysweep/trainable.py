@@ -44,12 +44,12 @@ def pick_device(*, gpus_assigned: int) -> torch.device:
 
 
 def preload() -> None:
-    """Import torch._dynamo, 1-5 s that would otherwise fall on the critical path: every torch.optim optimizer's
-    constructor imports it, and so does MLflow's model export (torch.export) after the sweep.
+    """Import torch._dynamo (1-5 s), which MLflow's model export (torch.export) needs after the sweep: the driver runs
+    this in a thread during fit, while it mostly waits for results.
 
-    It is Ray's worker_process_setup_hook (run.connect), so each worker of the sweep pays it as it starts, while the
-    driver still opens its MLflow run and builds the Tuner, not in its first trial's first epoch; and the driver runs it
-    in a thread during fit, while it mostly waits for results."""
+    Not done in the trial workers (as Ray's worker_process_setup_hook): every torch.optim optimizer imports it in its
+    constructor anyway, and a hook only moves that cost from a worker's first epoch to its start, where it delays
+    the worker (docs/NOTES.md, session 5)."""
     import torch._dynamo  # noqa: F401
 
 

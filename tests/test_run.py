@@ -304,22 +304,3 @@ def test_after_a_killed_worker_trials_csv_the_sweep_run_and_each_trials_history_
     assert parent.data.metrics["best_epoch"] == int(best["best_epoch"])
     assert parent.data.tags["raysweep.best_run_id"] == trials[best["trial_id"]].info.run_id
 
-
-def test_the_sweeps_workers_pay_their_imports_as_they_start_not_in_a_trial(ray_address):
-    import ray
-
-    from raysweep.run import connect
-    from raysweep.sweep import Sweep
-
-    def modules_loaded(names: list[str]) -> dict[str, bool]:  # local: sent by value, nothing imported for it
-        import sys
-
-        return {name: name in sys.modules for name in names}
-
-    connect(Sweep(name="warm", dataset="digits", gpu=0), address=ray_address)
-    try:
-        # A fresh worker of this job that has run nothing of raysweep's: what it imported is the setup hook's doing.
-        loaded = ray.get(ray.remote(modules_loaded).remote(["torch", "torch._dynamo"]), timeout=120)
-    finally:
-        ray.shutdown()  # leaves the shared cluster; stops nothing there
-    assert loaded == {"torch": True, "torch._dynamo": True}
