@@ -50,7 +50,7 @@ LOG_DIR = ""  # set in the sweep process before the trainable is pickled; worker
 
 
 # ------------------------------------------------------------------------------------- in the sweep process
-def timed_trainable(config: dict, *, data: object) -> None:
+def timed_trainable(config: dict, *, data: object, repeats: int = 1) -> None:
     """raysweep's trainable, timestamped: entry, epoch starts, epoch ends and report returns, exit (unix seconds)."""
     from ray import tune
 
@@ -74,7 +74,7 @@ def timed_trainable(config: dict, *, data: object) -> None:
               "epoch_starts": [], "epoch_ends": [], "reported": []}
     train.bench_record = record
     try:
-        trainable.trainable(config, data=data)
+        trainable.trainable(config, data=data, repeats=repeats)
     finally:
         record["exit"] = time.time()
         Path(LOG_DIR, f"{record['trial_id']}.json").write_text(json.dumps(record))
