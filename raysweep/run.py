@@ -190,7 +190,7 @@ def run(
             )
 
         # 5. Fit; then trim the checkpoints, and the work after fit: table, test split, CSV, report, summary run.
-        preloaded = threading.Thread(target=trainable.preload, name="raysweep-preload", daemon=True)
+        preloaded = threading.Thread(target=tracking.preload_model_export, name="raysweep-preload", daemon=True)
         preloaded.start()
         result_grid = tuner.fit()
         preloaded.join()

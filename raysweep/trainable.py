@@ -43,16 +43,6 @@ def pick_device(*, gpus_assigned: int) -> torch.device:
     return torch.device("cpu")
 
 
-def preload() -> None:
-    """Import torch._dynamo (1-5 s), which MLflow's model export (torch.export) needs after the sweep: the driver runs
-    this in a thread during fit, while it mostly waits for results.
-
-    Not done in the trial workers (as Ray's worker_process_setup_hook): every torch.optim optimizer imports it in its
-    constructor anyway, and a hook only moves that cost from a worker's first epoch to its start, where it delays
-    the worker (docs/NOTES.md, session 5)."""
-    import torch._dynamo  # noqa: F401
-
-
 CHECKPOINT_FILE = "state.pt"
 
 
