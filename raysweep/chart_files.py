@@ -40,7 +40,8 @@ def write_charts(summary: pd.DataFrame, history: pd.DataFrame, *, params: pd.Dat
     jobs = chart_jobs(summary, history, params=params, out_dir=out_dir)
     if processes is None:
         processes = min(os.cpu_count() or 1, math.ceil(len(jobs) / CHARTS_PER_PROCESS))
-    shares = [jobs[i::max(processes, 1)] for i in range(max(processes, 1))]  # round robin: mixed sizes in each share
+    processes = max(processes, 1)
+    shares = [jobs[i::processes] for i in range(processes)]  # round robin: mixed chart sizes in each share
     with tempfile.TemporaryDirectory() as folder:
         children = [_start_child(share, Path(folder) / f"jobs-{i}.pkl") for i, share in enumerate(shares[1:])]
         try:
