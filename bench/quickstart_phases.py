@@ -12,7 +12,6 @@ a checkout overlaps with another (the MLflow store opened while Ray starts) show
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -41,37 +40,23 @@ PHASES = [
 
 def child() -> None:
     """In the timed process: wrap the stages, run the command as its entry point does, print the marks."""
-    marks: dict[str, float] = {}  # wall-clock times (time.time()), which the parent's clock shares
-
-    def wrap(module, name: str, stage: str) -> None:
-        function = getattr(module, name, None)
-        if function is None:
-            return
-
-        @functools.wraps(function)
-        def timed(*args, **kwargs):
-            marks[f"{stage} start"] = time.time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                marks[f"{stage} end"] = time.time()
-
-        setattr(module, name, timed)
-
     import ray.tune
+    from sweep_efficiency import timed_stage  # beside this script: its folder is first on sys.path
 
-    from raysweep import preflight, report, results, run, tracking
+    from raysweep import comparison, preflight, report, results, run, tracking
 
+    phases: dict[str, list[float]] = {}  # stage -> [start, end], wall-clock times the parent's clock shares
     for module, name, stage in [(preflight, "check", "preflight"), (run, "connect", "connect"),
                                 (tracking, "start_sweep_run", "start_sweep_run"), (ray.tune.Tuner, "fit", "fit"),
                                 (results, "evaluate_on_test", "test_eval"), (results, "_log_best", "log_best"),
-                                (report, "collect", "report.collect"), (report, "write_report", "report.write")]:
-        wrap(module, name, stage)
-    from raysweep import comparison
-    wrap(comparison, "write", "comparison")
+                                (comparison, "write", "comparison"), (report, "collect", "report.collect"),
+                                (report, "write_report", "report.write")]:
+        if hasattr(module, name):  # a checkout without this stage leaves its phase out
+            setattr(module, name, timed_stage(getattr(module, name), phases, stage))
     code = run.main([str(REPO / "sweeps" / "quickstart.py")])
-    marks["main end"] = time.time()
-    print("MARKS " + json.dumps(marks), file=sys.stderr, flush=True)
+    marks = {f"{stage} {edge}": t for stage, (start, end) in phases.items()
+             for edge, t in (("start", start), ("end", end))}
+    print("MARKS " + json.dumps(marks | {"main end": time.time()}), file=sys.stderr, flush=True)
     if hasattr(run, "cli"):  # the checkout's own way out of the process, after main()
         import atexit
 

@@ -99,7 +99,7 @@ def sweep_process(workdir: Path, extra_args: list[str]) -> None:
     LOG_DIR = str(workdir / "trials")
     Path(LOG_DIR).mkdir(parents=True)
     for owner, name in phase_functions():
-        setattr(owner, name, _timed(getattr(owner, name), phases, name))
+        setattr(owner, name, timed_stage(getattr(owner, name), phases, name))
     trainable.trainable = timed_trainable  # run.run looks it up at call time; workers import the original
     if os.environ.get("BENCH_NO_MLFLOW"):
         from raysweep import tracking_callback
@@ -121,7 +121,8 @@ class NoCallback(Callback):
         self.missing: list[str] = []
 
 
-def _timed(function, phases: dict, name: str):  # noqa: ANN001, ANN202
+def timed_stage(function, phases: dict, name: str):  # noqa: ANN001, ANN202
+    """`function`, recording into phases[name] the [start, end] of its last call (unix seconds)."""
     def timed(*args: object, **kwargs: object) -> object:
         start = time.time()
         try:
