@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 # The venv's own entry points (`mlflow`, `ray`), next to its python (not resolved: the venv's python is a symlink).
 BIN = Path(sys.executable).parent
@@ -156,14 +157,22 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield server.uri
 
 
-def processes() -> Iterator[tuple[int, str, int, bytes]]:
-    """(pid, name, process group, environment) of every process we may read."""
+class Process(NamedTuple):
+    pid: int
+    name: str
+    parent: int
+    group: int
+    environ: bytes
+
+
+def processes() -> Iterator[Process]:
+    """Every process we may read."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 stat = (entry / "stat").read_text()
                 name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-                yield int(entry.name), name, int(fields[2]), (entry / "environ").read_bytes()
+                yield Process(int(entry.name), name, int(fields[1]), int(fields[2]), (entry / "environ").read_bytes())
 
 
 class RayCluster:
@@ -212,13 +221,20 @@ class RayCluster:
     def node_at(self, ip: str) -> str:
         return next(name for name, node_ip in self.ips.items() if node_ip == ip)
 
-    def kill_raylet(self, name: str) -> None:
-        """SIGKILL the node's raylet, as a crashed or reclaimed machine would vanish."""
-        pid, = (pid for pid, proc, group, _ in processes() if group == self.groups[name] and proc == "raylet")
-        os.kill(pid, signal.SIGKILL)
+    def kill_node(self, name: str) -> None:
+        """SIGKILL every process of the node at once, its trial workers too, as a crashed or reclaimed machine
+        vanishes. (Killing only the raylet is not that: a worker then trains on, and reports to the driver, until the
+        head declares the node dead, long enough to finish a short trial where it was.)"""
+        running = list(processes())
+        doomed = {p.pid for p in running if p.group == self.groups[name]}
+        while more := {p.pid for p in running if p.parent in doomed} - doomed:  # workers may lead groups of their own
+            doomed |= more
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def ours(self) -> list[int]:
-        return [pid for pid, _, _, environ in processes() if self.marker in environ.split(b"\0")]
+        return [p.pid for p in processes() if self.marker in p.environ.split(b"\0")]
 
     def stop(self) -> None:
         for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):

@@ -85,7 +85,7 @@ class FakeAutoscalingCluster:
         assert started.returncode == 0, (self.temp / "head.log").read_text()[-3000:]
 
     def ours(self) -> list[int]:
-        return [pid for pid, _, _, environ in processes() if self.marker in environ.split(b"\0")]
+        return [p.pid for p in processes() if self.marker in p.environ.split(b"\0")]
 
     def stop(self) -> None:
         for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):

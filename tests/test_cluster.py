@@ -127,18 +127,22 @@ SWEEP = Sweep(
 
 @pytest.fixture(scope="module")
 def lost_node_sweep(cluster, tmp_path_factory) -> dict:
-    """A sweep across the worker nodes during which node b or c (never a, the GPU node) loses its raylet."""
+    """A sweep across the worker nodes during which node b or c (never a, the GPU node) is lost."""
     folder = tmp_path_factory.mktemp("spread")
     driver = _driver(write_sweep(folder, SPREAD_SWEEP), folder, "--address", cluster.address,
                      env=_driver_env(folder, cluster))
     killed: dict = {}
 
     def lose_the_node_of_a_trial_part_way() -> bool:
+        # Where a trial runs shows in its result.json, which Tune syncs to the storage about once a second; how far it
+        # is, in its checkpoints, which the trial's worker writes there itself at the end of each epoch.
         for trial, results in trial_results(folder, "spread").items():
-            node = cluster.node_at(results[-1]["node_ip"]) if results else "a"
-            if node != "a" and len(results) <= EPOCHS - 3:  # >= 2 epochs to go, however stale the snapshot
-                cluster.kill_raylet(node)
-                killed.update(trial=trial, node=node, epochs_before=len(results))
+            trial_dir, = (folder / "results" / "spread").glob(f"*/trainable_{trial}_*")
+            epochs_done = len(list(trial_dir.glob("checkpoint_*")))
+            node = cluster.node_at(results[0]["node_ip"]) if results else "a"
+            if node != "a" and 1 <= epochs_done <= EPOCHS - 2:  # >= 2 epochs to go when seen, >= 1 when killed
+                cluster.kill_node(node)
+                killed.update(trial=trial, node=node, epochs_before=epochs_done)
                 return True
         return False
 

@@ -145,7 +145,7 @@ def fake_gpu_head() -> Iterator[str]:
             f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
 
     def ours() -> list[int]:
-        return [pid for pid, _, _, environ in processes() if marker in environ.split(b"\0")]
+        return [p.pid for p in processes() if marker in p.environ.split(b"\0")]
 
     try:
         started = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
