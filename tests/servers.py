@@ -175,6 +175,37 @@ def processes() -> Iterator[Process]:
                 yield Process(int(entry.name), name, int(fields[1]), int(fields[2]), (entry / "environ").read_bytes())
 
 
+def cluster_processes(temp: Path) -> list[int]:
+    """The processes of a test Ray cluster that runs with RAYSWEEP_TEST_CLUSTER=temp and its --temp-dir(s) in temp:
+    those whose environment holds that marker (trial workers that outlive a killed raylet too), and those that hold a
+    file open in temp: Ray's dashboard and runtime-env agents write their process title over their environment."""
+    marker, inside = f"RAYSWEEP_TEST_CLUSTER={temp}".encode(), f"{temp}/"
+    found = []
+    for process in processes():
+        if marker in process.environ.split(b"\0") or any(path.startswith(inside) for path in _open_files(process.pid)):
+            found.append(process.pid)
+    return found
+
+
+def _open_files(pid: int) -> Iterator[str]:
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                yield os.readlink(fd)
+
+
+def stop_cluster(temp: Path, *, grace_s: float = 15.0) -> None:
+    """SIGTERM every process of the test cluster in temp, SIGKILL what outlives grace_s seconds; remove temp."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in cluster_processes(temp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while cluster_processes(temp) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
 class RayCluster:
     """A Ray cluster on this machine: a head and, optionally, worker raylets, each started by `ray start` on its
     own loopback address with its own temp dir. stop() ends every process the cluster started, by their own ids.
@@ -187,8 +218,7 @@ class RayCluster:
     def __init__(self, *, env: dict[str, str], head_ip: str = "127.0.0.1") -> None:
         self.temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # unix socket paths must stay under ~107 chars
         self.address = f"{head_ip}:{free_port()}"
-        # Every process of this cluster, down to trial workers that outlive a killed raylet, inherits this marker.
-        self.marker = f"RAYSWEEP_TEST_CLUSTER={self.temp}".encode()
+        # Every process of this cluster inherits the marker (cluster_processes finds them by it and by their files).
         self.env = {**env, "RAY_AUTH_MODE": "disabled", "RAYSWEEP_TEST_CLUSTER": str(self.temp)}
         self.env.pop("RAY_ADDRESS", None)
         self.groups: dict[str, int] = {}  # node name -> process group of what its `ray start` launched
@@ -234,14 +264,7 @@ class RayCluster:
                 os.kill(pid, signal.SIGKILL)
 
     def ours(self) -> list[int]:
-        return [p.pid for p in processes() if self.marker in p.environ.split(b"\0")]
+        return cluster_processes(self.temp)
 
     def stop(self) -> None:
-        for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            for pid in self.ours():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace_s
-            while self.ours() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        shutil.rmtree(self.temp, ignore_errors=True)
+        stop_cluster(self.temp)

@@ -13,19 +13,17 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.servers import free_port, processes
+from tests.servers import cluster_processes, free_port, stop_cluster
 from tests.sweep_runs import NO_CUDA_WARNING, command, sweep_env, trials_csv, write_sweep
 
 pytestmark = pytest.mark.timeout(600)
@@ -68,7 +66,6 @@ class FakeAutoscalingCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="rsa", dir="/tmp"))  # unix socket paths must stay under ~107 chars
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.marker = f"RAYSWEEP_TEST_CLUSTER={self.temp}".encode()
         self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAYSWEEP_TEST_CLUSTER": str(self.temp),
                     "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}  # seconds between its rounds
         self.env.pop("RAY_ADDRESS", None)
@@ -85,17 +82,10 @@ class FakeAutoscalingCluster:
         assert started.returncode == 0, (self.temp / "head.log").read_text()[-3000:]
 
     def ours(self) -> list[int]:
-        return [p.pid for p in processes() if self.marker in p.environ.split(b"\0")]
+        return cluster_processes(self.temp)
 
     def stop(self) -> None:
-        for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            for pid in self.ours():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace_s
-            while self.ours() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        shutil.rmtree(self.temp, ignore_errors=True)
+        stop_cluster(self.temp)
 
 
 # Samples the cluster twice a second from its own driver process: the GPUs of the live nodes and the GPU in use.

@@ -4,24 +4,20 @@ with --allow-cpu, the flag that skips the CUDA assertion in tests only."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.servers import free_port, processes
+from tests.servers import cluster_processes, free_port, stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.py"
@@ -136,7 +132,6 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_0():
 def fake_gpu_head() -> Iterator[str]:
     """A one-node Ray cluster declaring 2 CPUs and one (fake) GPU; its processes are ended by their ids."""
     temp = Path(tempfile.mkdtemp(prefix="rsg", dir="/tmp"))  # unix socket paths must stay under ~107 chars
-    marker = f"RAYSWEEP_TEST_CLUSTER={temp}".encode()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAYSWEEP_TEST_CLUSTER": str(temp)}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
@@ -144,23 +139,13 @@ def fake_gpu_head() -> Iterator[str]:
             "--num-gpus=1", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--include-dashboard=false",
             f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
 
-    def ours() -> list[int]:
-        return [p.pid for p in processes() if marker in p.environ.split(b"\0")]
-
     try:
         started = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
         yield f"127.0.0.1:{port}"
     finally:
-        for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            for pid in ours():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace_s
-            while ours() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        shutil.rmtree(temp, ignore_errors=True)
-        assert not ours(), "processes of the fake-GPU head still alive after stop"
+        stop_cluster(temp)
+        assert not cluster_processes(temp), "processes of the fake-GPU head still alive after stop"
 
 
 def test_on_fake_gpus_a_quarter_share_overlaps_trials_that_a_whole_gpu_runs_one_at_a_time(fake_gpu_head, tmp_path):
