@@ -29,6 +29,9 @@ ROLE, SWEEP_KEY, TRIAL_ID = "raysweep.role", "raysweep.sweep_key", "raysweep.tri
 STATUS, STOPPED_EPOCH, PARENT = "raysweep.status", "raysweep.stopped_epoch", "mlflow.parentRunId"
 STOP_REASON = "raysweep.stop_reason"  # one of status.STOP_REASONS
 SEED = "raysweep.seed"  # on a seed's run nested under its configuration's run (repeats)
+# On a trial's run: the settings its sweep gave it (fixed or sampled, a conditional choice's active children only),
+# comma-separated. Its params hold every setting; the others are defaults it did not choose (an adam trial's rho).
+GIVEN = "raysweep.given"
 
 # The callback must not stall the Tune loop: one retry, no backoff, 5 s per request (MLflow's
 # defaults are 7 retries with exponential backoff and 120 s, i.e. minutes per call when the server is down).

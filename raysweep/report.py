@@ -27,6 +27,7 @@ from raysweep import chart_files
 from raysweep.charts import normalized
 from raysweep.labels import label_trials, leaders, numbered  # noqa: F401 (leaders: the notebooks' report.leaders)
 from raysweep.mlflow_runs import (
+    GIVEN,
     METRICS,
     OPTIONAL_METRICS,
     ROLE,
@@ -105,7 +106,8 @@ def collect(*, experiment_name: str, tracking_uri: str | None = None,
 
     params = pd.DataFrame([run.data.params for run in children]).apply(_typed)
     searched = _searched(parent.data.params.get("searched"), params)
-    labels = label_trials(params[[name for name in searched if name in params]] if searched else params)
+    named = _given(params, children)
+    labels = label_trials(named[[name for name in searched if name in named]] if searched else named)
 
     history = _history(client, children, labels)
     metric, mode = parent.data.params.get("metric", "val_acc"), parent.data.params.get("mode", "max")
@@ -180,6 +182,16 @@ def _searched(logged: str | None, params: pd.DataFrame) -> tuple[str, ...]:
     if isinstance(names, list) and names:
         return tuple(str(name) for name in names)
     return tuple(c for c in params.columns if len({normalized(v) for v in params[c]}) > 1)
+
+
+def _given(params: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """The params with each trial's defaults it was not given (tag GIVEN) blanked, so that a label names only what
+    the sweep chose for the trial: not an adam trial's rho. A run without the tag (recorded before it) keeps all."""
+    given = params.astype(object)
+    for row, run in enumerate(runs):
+        if (names := run.data.tags.get(GIVEN)) is not None:
+            given.iloc[row, ~given.columns.isin(names.split(","))] = None
+    return given
 
 
 def _history(client: MlflowClient, runs: list, labels: list[str]) -> pd.DataFrame:

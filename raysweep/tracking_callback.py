@@ -19,6 +19,7 @@ from ray.tune import Callback
 from raysweep import trial_log
 from raysweep.config import ConfigError, TrialConfig, flatten
 from raysweep.mlflow_runs import (
+    GIVEN,
     METRICS,
     OPTIONAL_METRICS,
     PARENT,
@@ -113,7 +114,7 @@ class MlflowTrialCallback(Callback):
         if self.trial_log is not None:
             trial_log.append_start(self.trial_log, trial_id=trial.trial_id, label=label)
         self._submit(_Op("open", trial.trial_id, f"trial {trial.trial_id}: child run '{label}'",
-                         {"label": label, "params": params}))
+                         {"label": label, "params": params, "given": ",".join(sorted(flatten(trial.config)))}))
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         tid = trial.trial_id
@@ -215,7 +216,7 @@ class MlflowTrialCallback(Callback):
         # Looking up first makes a retry after a timed-out create, and a resumed sweep, reuse the run.
         run_id = find_trial_run_id(client, self.sweep_run, tid)
         if run_id is None:
-            tags = {ROLE: "trial", PARENT: self.sweep_run.run_id, TRIAL_ID: tid}
+            tags = {ROLE: "trial", PARENT: self.sweep_run.run_id, TRIAL_ID: tid, GIVEN: op.payload["given"]}
             run = client.create_run(self.sweep_run.experiment_id, run_name=op.payload["label"], tags=tags)
             run_id, logged = run.info.run_id, {}
         else:

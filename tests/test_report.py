@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from raysweep import report
+from raysweep.mlflow_runs import GIVEN
 
 EXPERIMENT = "optimizers_demo"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -124,6 +125,27 @@ def test_labels_name_only_the_varying_searched_params(record):
 
 
 
+
+
+def test_labels_leave_out_the_defaults_of_settings_a_trial_was_not_given(store):
+    # A conditional space: rho exists under rmsprop only, but every trial's params hold every setting, so the adam
+    # trials hold rho's default (0.9), which one rmsprop trial also drew.
+    client = MlflowClient(tracking_uri=store["uri"])
+    experiment_id = client.create_experiment("conditional")
+    parent = client.create_run(experiment_id, tags={"raysweep.role": "sweep"}).info.run_id
+    client.log_param(parent, "searched", json.dumps(["optimizer", "lr", "optimizer.rho"]))
+    for index, (optimizer, lr, rho) in enumerate([("adam", "0.001", "0.9"), ("rmsprop", "0.001", "0.9"),
+                                                  ("rmsprop", "0.01", "0.95"), ("adam", "0.01", "0.9")]):
+        given = "lr,optimizer" + (",optimizer.rho" if optimizer == "rmsprop" else "")
+        run = client.create_run(experiment_id, start_time=index, tags={
+            "raysweep.role": "trial", "raysweep.status": "completed", "mlflow.parentRunId": parent,
+            "raysweep.trial_id": f"t{index}", GIVEN: given})
+        client.log_batch(run.info.run_id, metrics=[Metric("val_acc", 0.5, 0, 1)], params=[
+            Param("optimizer", optimizer), Param("lr", lr), Param("optimizer.rho", rho), Param("batch_size", "32")])
+    record = report.collect(experiment_name="conditional", tracking_uri=store["uri"])
+    assert record.summary.label.tolist() == ["adam lr=1e-3", "rmsprop lr=1e-3 rho=0.9", "rmsprop lr=0.01 rho=0.95",
+                                             "adam lr=0.01"]
+    assert record.summary["optimizer.rho"].tolist() == [0.9, 0.9, 0.95, 0.9]  # the params themselves stay as logged
 
 
 def test_searched_params_default_to_those_that_vary_when_the_sweep_run_does_not_list_them(store):

@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from raysweep.config import TrialConfig
-from raysweep.mlflow_runs import PARENT, ROLE, STATUS, STOPPED_EPOCH, TRIAL_ID, SweepRun
+from raysweep.mlflow_runs import GIVEN, PARENT, ROLE, STATUS, STOPPED_EPOCH, TRIAL_ID, SweepRun
 from raysweep.tracking_callback import ExperimentEnd, MlflowTrialCallback
 
 MAX_EPOCHS = 3
@@ -41,6 +41,7 @@ def test_a_trial_becomes_a_child_run_with_flat_params_and_one_metric_point_per_e
     assert {k: params[k] for k in ("optimizer", "optimizer.momentum", "lr")} == {
         "optimizer": "sgd", "optimizer.momentum": "0.9", "lr": "0.1"}
     assert set(params) == set(TrialConfig().to_dict()) and params["init"] == "he"  # every setting, defaults too
+    assert run.data.tags[GIVEN] == "lr,optimizer,optimizer.momentum"  # what the sweep gave it; the rest are defaults
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7), (3, 0.6)]
     assert run.info.status == "FINISHED" and run.data.tags[STATUS] == "completed"
