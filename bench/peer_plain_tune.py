@@ -33,6 +33,7 @@ from filelock import FileLock
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune import Checkpoint
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.hyperopt import HyperOptSearch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--startup", type=int, default=3, help="TPE's random start-up trials (raysweep's for 12)")
     parser.add_argument("--loader-workers", type=int, default=0)
     parser.add_argument("--subset", type=int, help="train on the first N training images after validation's")
+    parser.add_argument("--asha", action="store_true",
+                        help="stop trials early with Tune's ASHAScheduler (grace 1 epoch, reduction factor 3, as "
+                             "raysweep's asha in bench/peers.py)")
     args = parser.parse_args()
 
     ray.init(include_dashboard=False)  # the example's ray.init(), without the dashboard, as raysweep starts Ray
@@ -177,6 +181,8 @@ def main() -> None:
             search_alg=HyperOptSearch(metric="accuracy", mode="max", n_initial_points=args.startup,
                                       random_state_seed=args.seed),
             num_samples=args.trials,
+            # The example's scheduler (it uses reduction factor 2); grace and factor here are raysweep's in peers.py.
+            scheduler=ASHAScheduler(max_t=args.epochs, grace_period=1, reduction_factor=3) if args.asha else None,
         ),
         run_config=tune.RunConfig(
             name="peers_plain_tune",

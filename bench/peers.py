@@ -153,17 +153,14 @@ def contestants(args: argparse.Namespace, *, root: Path, run_dir: Path, seed: in
     """The command of each contestant for one seed, with (time to quality) or without (same budget) early stopping."""
     budget = ["--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(seed),
               *subset_options(args.subset, raysweep=False)]
-    # peer_plain_tune.py takes --asha once the lead adds it (Tune's ASHAScheduler, grace 1, factor 3); until then its
-    # time-to-quality run has no early stopping, and the table says so.
-    plain_asha = early_stopping and '"--asha"' in PLAIN_TUNE.read_text()
     return {
         "raysweep": raysweep_command(SWEEPS / "peers_tpe.py", args=args, tmp=run_dir, seed=seed, extra=[
             "--num-samples", str(args.trials), "--max-epochs", str(args.epochs),
             "--set", f"scheduler={'asha' if early_stopping else 'none'}", *subset_options(args.subset, raysweep=True)]),
-        "plain Ray Tune" + ("" if plain_asha or not early_stopping else " (no ASHA)"): [
+        "plain Ray Tune": [
             sys.executable, str(PLAIN_TUNE), "--data-root", str(root), "--tracking-uri",
             f"sqlite:///{run_dir}/plain_mlflow.db", "--storage", str(run_dir / "plain"),
-            "--loader-workers", str(args.loader_workers), *budget, *(["--asha"] if plain_asha else [])],
+            "--loader-workers", str(args.loader_workers), *budget, *(["--asha"] if early_stopping else [])],
         "hyperopt.fmin": [sys.executable, str(REPO / "bench" / "peer_fmin.py"), "--data-dir", args.data_dir, *budget],
         "Optuna": [sys.executable, str(REPO / "bench" / "peer_optuna.py"), "--data-dir", args.data_dir, *budget,
                    *(["--prune"] if early_stopping else [])],
