@@ -89,6 +89,13 @@ def trial_results(folder: Path, sweep_name: str) -> dict[str, list[dict]]:
     return found
 
 
+
+def epochs_checkpointed(trial_dir: Path) -> int:
+    """How many epochs the trial in trial_dir (in the storage) has finished, from its checkpoints (one per epoch, all
+    kept while the sweep runs). Its worker writes them there itself, so they are up to date where result.json, synced
+    by the driver with its experiment state, may lag by seconds: fault tests judge how far a trial is by them."""
+    return len(list(trial_dir.glob("checkpoint_*")))
+
 def result_lines(folder: Path, sweep_name: str) -> dict[str, int]:
     """Per trial folder: how many results (epochs) Ray Tune recorded."""
     return {path.parent.name: len(path.read_text().splitlines())

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.servers import cluster_processes, free_port, stop_cluster
-from tests.sweep_runs import NO_CUDA_WARNING, command, sweep_env, trials_csv, write_sweep
+from tests.sweep_runs import NO_CUDA_WARNING, command, sweep_env, trial_results, trials_csv, write_sweep
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -169,12 +169,14 @@ def test_the_autoscaler_brings_up_gpu_workers_for_the_trials(sweep_from_zero):
 
 
 def test_each_trial_runs_with_its_quarter_gpu_share(sweep_from_zero):
-    # Every trial was given a (fake) GPU: each trial's worker says that torch sees no CUDA device. The fake nodes share
-    # the head's session folder, so two log monitors forward each line: count the workers, not the lines. All four
-    # trials start at once (max_concurrent), each in its own worker.
+    # Every trial was given a (fake) GPU: each trial says, from its worker, that torch sees no CUDA device. The fake
+    # nodes share the head's session folder, so two log monitors forward each line: match the workers, not the lines.
+    # A worker may run a second trial once its first is done (reuse_actors), so every trial's worker has warned.
     warnings = [line for line in sweep_from_zero["output"].splitlines() if NO_CUDA_WARNING in line]
-    workers = {re.search(r"pid=(\d+)", line).group(1) for line in warnings}
-    assert len(workers) == TRIALS, warnings
+    warned = {int(re.search(r"pid=(\d+)", line).group(1)) for line in warnings}
+    workers = {trial: {r["pid"] for r in results} for trial, results in trial_results(sweep_from_zero["folder"],
+                                                                                       "from_zero").items()}
+    assert len(workers) == TRIALS and all(pids and pids <= warned for pids in workers.values()), (workers, warnings)
     # Ray accounted quarters: while one to three trials held a GPU, a fraction of one was in use.
     in_use = {s["gpu_in_use"] for s in sweep_from_zero["samples"]}
     assert in_use & {0.25, 0.5, 0.75}, sorted(in_use)

@@ -26,6 +26,7 @@ from tests.sweep_runs import (
     NO_CUDA_WARNING,
     assert_each_trial_once_and_complete,
     command,
+    epochs_checkpointed,
     sweep_env,
     trial_results,
     trials_csv,
@@ -134,11 +135,10 @@ def lost_node_sweep(cluster, tmp_path_factory) -> dict:
     killed: dict = {}
 
     def lose_the_node_of_a_trial_part_way() -> bool:
-        # Where a trial runs shows in its result.json, which Tune syncs to the storage about once a second; how far it
-        # is, in its checkpoints, which the trial's worker writes there itself at the end of each epoch.
+        # Where a trial runs shows in its result.json; how far it is, in its checkpoints (epochs_checkpointed).
         for trial, results in trial_results(folder, "spread").items():
             trial_dir, = (folder / "results" / "spread").glob(f"*/trainable_{trial}_*")
-            epochs_done = len(list(trial_dir.glob("checkpoint_*")))
+            epochs_done = epochs_checkpointed(trial_dir)
             node = cluster.node_at(results[0]["node_ip"]) if results else "a"
             if node != "a" and 1 <= epochs_done <= EPOCHS - 2:  # >= 2 epochs to go when seen, >= 1 when killed
                 cluster.kill_node(node)
