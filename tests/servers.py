@@ -178,10 +178,13 @@ def processes() -> Iterator[Process]:
 def cluster_processes(temp: Path) -> list[int]:
     """The processes of a test Ray cluster that runs with RAYSWEEP_TEST_CLUSTER=temp and its --temp-dir(s) in temp:
     those whose environment holds that marker (trial workers that outlive a killed raylet too), and those that hold a
-    file open in temp: Ray's dashboard and runtime-env agents write their process title over their environment."""
+    file open in temp: Ray's dashboard and runtime-env agents write their process title over their environment.
+    Never this process, which holds its own driver's log files there after a test's ray.init(address=...)."""
     marker, inside = f"RAYSWEEP_TEST_CLUSTER={temp}".encode(), f"{temp}/"
     found = []
     for process in processes():
+        if process.pid == os.getpid():
+            continue
         if marker in process.environ.split(b"\0") or any(path.startswith(inside) for path in _open_files(process.pid)):
             found.append(process.pid)
     return found
