@@ -149,9 +149,11 @@ def fake_gpu_head() -> Iterator[str]:
 
 
 def test_on_fake_gpus_a_quarter_share_overlaps_trials_that_a_whole_gpu_runs_one_at_a_time(fake_gpu_head, tmp_path):
-    # Batch 4 (~360 steps per digits epoch) makes each trial outlast the start of the next trial's worker.
+    # Batch 4 (~360 steps per digits epoch) and 5 epochs make each trial outlast the start of the next trial's worker,
+    # also when that start lags on a busy machine (with 2 epochs a quick first trial could end before the second
+    # worker was up, and Tune would reuse its worker: no overlap).
     argv = [sys.executable, str(SCRIPT), "--address", fake_gpu_head, "--allow-cpu", "--sweeps", "quickstart",
-            "--settings", "1,0.25", "--num-samples", "3", "--max-epochs", "2", "--set", "scheduler=none",
+            "--settings", "1,0.25", "--num-samples", "3", "--max-epochs", "5", "--set", "scheduler=none",
             "--set", "fixed.batch_size=4", "--set", "cpu=0.5"]  # four half-CPU trials fit the head's two CPUs
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
@@ -159,7 +161,7 @@ def test_on_fake_gpus_a_quarter_share_overlaps_trials_that_a_whole_gpu_runs_one_
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {float(m.group(1)): json.loads(m.group(2))
             for m in re.finditer(r"^\[quickstart gpu=([\d.]+)\] (\{.*\})$", done.stdout, re.MULTILINE)}
-    assert set(rows) == {1.0, 0.25} and all(r["trials"] == 3 and r["epochs"] == 6 for r in rows.values())
+    assert set(rows) == {1.0, 0.25} and all(r["trials"] == 3 and r["epochs"] == 15 for r in rows.values())
     assert rows[1.0]["most_at_once"] == 1  # one GPU, a whole GPU per trial: one trial at a time
     assert rows[0.25]["most_at_once"] >= 2  # quarters: trials shared the GPU
     assert re.search(r"^quickstart\s+0\.25\s", done.stdout, re.MULTILINE) and "device check skipped" in done.stdout
