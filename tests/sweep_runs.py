@@ -96,6 +96,24 @@ def epochs_checkpointed(trial_dir: Path) -> int:
     by the driver with its experiment state, may lag by seconds: fault tests judge how far a trial is by them."""
     return len(list(trial_dir.glob("checkpoint_*")))
 
+
+def assert_resumed_from_a_checkpoint(results: list[dict], *, epochs: int, by: str) -> None:
+    """The results (Tune's result.json, in order) of a trial whose worker or node was killed part-way come from two
+    places (`by`: "pid" or "node_ip"), the killed one's first. The second resumed from a checkpoint of the first, not
+    from epoch 1, and ran to the end: at the epoch after the last one the first reported, or at that one again when
+    the kill fell between its result and Tune registering its checkpoint (Tune fetches a function trainable's
+    checkpoint with a separate save call after the result). The record keeps an epoch's first report (trial_log)."""
+    places = list(dict.fromkeys(r[by] for r in results))
+    assert len(places) == 2, places
+    first = [r for r in results if r[by] == places[0]]
+    rest = [r for r in results if r[by] == places[1]]
+    assert results == first + rest  # the killed place's results, then the other's
+    assert [r["training_iteration"] for r in first] == list(range(1, len(first) + 1))
+    start = rest[0]["training_iteration"]
+    assert max(2, len(first)) <= start <= len(first) + 1, (len(first), start)
+    # Tune counts iterations itself; `epoch` is the trainable's own count, which only its checkpoint carries over.
+    assert [r["training_iteration"] for r in rest] == [r["epoch"] for r in rest] == list(range(start, epochs + 1))
+
 def result_lines(folder: Path, sweep_name: str) -> dict[str, int]:
     """Per trial folder: how many results (epochs) Ray Tune recorded."""
     return {path.parent.name: len(path.read_text().splitlines())
