@@ -159,7 +159,6 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 class Process(NamedTuple):
     pid: int
-    name: str
     parent: int
     group: int
     environ: bytes
@@ -171,8 +170,8 @@ def processes() -> Iterator[Process]:
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 stat = (entry / "stat").read_text()
-                name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-                yield Process(int(entry.name), name, int(fields[1]), int(fields[2]), (entry / "environ").read_bytes())
+                fields = stat[stat.rindex(")") + 2 :].split()  # after "(name)", which may hold spaces
+                yield Process(int(entry.name), int(fields[1]), int(fields[2]), (entry / "environ").read_bytes())
 
 
 def cluster_processes(temp: Path) -> list[int]:

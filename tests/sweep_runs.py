@@ -89,7 +89,6 @@ def trial_results(folder: Path, sweep_name: str) -> dict[str, list[dict]]:
     return found
 
 
-
 def epochs_checkpointed(trial_dir: Path) -> int:
     """How many epochs the trial in trial_dir (in the storage) has finished, from its checkpoints (one per epoch, all
     kept while the sweep runs). Its worker writes them there itself, so they are up to date where result.json, synced
@@ -113,6 +112,7 @@ def assert_resumed_from_a_checkpoint(results: list[dict], *, epochs: int, by: st
     assert max(2, len(first)) <= start <= len(first) + 1, (len(first), start)
     # Tune counts iterations itself; `epoch` is the trainable's own count, which only its checkpoint carries over.
     assert [r["training_iteration"] for r in rest] == [r["epoch"] for r in rest] == list(range(start, epochs + 1))
+
 
 def result_lines(folder: Path, sweep_name: str) -> dict[str, int]:
     """Per trial folder: how many results (epochs) Ray Tune recorded."""
