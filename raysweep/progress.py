@@ -15,6 +15,7 @@ The mode travels in the environment variable RAYSWEEP_CONSOLE rather than in the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -77,6 +78,18 @@ def quiet_ray(mode: str) -> None:
     # "Creating initial MLflow database tables..." and alembic's migration lines when a sqlite store is new.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def mute_workers() -> None:
+    """After fit, unless verbose: stop printing what Ray's workers write. The trials are over; what is left is their
+    processes stopping (a worker's SIGTERM traceback while Ray winds down), which raced the summary onto the console.
+    Ray removes the same handler itself when it disconnects; a Ray without it is left as it is."""
+    if current_mode() == "verbose":
+        return
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._private.worker import global_worker_stdstream_dispatcher
+
+        global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
 
 
 def current_mode() -> str:

@@ -193,6 +193,7 @@ def run(
         preloaded = threading.Thread(target=tracking.preload_model_export, name="raysweep-preload", daemon=True)
         preloaded.start()
         result_grid = tuner.fit()
+        progress.mute_workers()
         preloaded.join()
         storage.prune_checkpoints(result_grid, metric=sweep.metric, mode=sweep.mode)
         # Nothing after fit needs Ray (checkpoints are read from the storage): it stops, 2-3 s of waiting for its

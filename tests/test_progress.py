@@ -255,3 +255,31 @@ def test_after_resume_the_best_so_far_counts_trials_that_ended_before_and_the_et
     callback.on_step_end(iteration=0, trials=[earlier, running])
     assert out.getvalue().splitlines()[-1] == ("[1/2 done] 1 running, best val_acc 0.9300 (adam lr=0.01), 00:31 "
                                                "elapsed, ETA unknown")  # nothing ended in this execution yet
+
+
+def test_after_fit_what_workers_print_stays_off_the_console(capfd, monkeypatch):
+    import ray
+    from ray._private.worker import global_worker_stdstream_dispatcher
+
+    from tests.servers import wait_for
+
+    monkeypatch.setenv(progress.MODE_ENV, "plain")
+    delivered: list[str] = []  # what reached this driver from the workers, shown or not
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=True)
+    try:
+        global_worker_stdstream_dispatcher.add_handler("probe", lambda data: delivered.extend(data["lines"]))
+
+        @ray.remote
+        def say(text: str) -> None:
+            print(text, flush=True)
+
+        for text in ("during-fit", "after-fit"):
+            ray.get(say.remote(text))
+            wait_for(lambda: text in delivered, timeout_s=60, what=f"{text!r} forwarded to the driver")  # noqa: B023
+            if text == "during-fit":
+                progress.mute_workers()  # as run.run does once fit returns
+        shown = capfd.readouterr().out
+        assert "during-fit" in shown and "after-fit" not in shown
+    finally:
+        global_worker_stdstream_dispatcher.remove_handler("probe")
+        ray.shutdown()
