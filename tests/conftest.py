@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import RayCluster
+from tests.servers import RayCluster, environment_kept
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,14 @@ def ray_address() -> Iterator[str]:
         cluster.stop()
         left = cluster.ours()
         assert not left, f"processes of the shared Ray cluster still alive after stop: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _environment_kept() -> Iterator[None]:
+    """Each test ends with the environment it began with, whatever a library it ran changed (see
+    servers.environment_kept): one test's in-process Ray once made every later sweep on the shared cluster fail."""
+    with environment_kept():
+        yield
 
 
 @pytest.fixture()

@@ -28,6 +28,20 @@ MLFLOW_BIN = BIN / "mlflow"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+@contextmanager
+def environment_kept() -> Iterator[None]:
+    """Give this process back the environment it had on entry. `ray.init` in a test process sets variables that
+    `ray.shutdown` leaves (RAY_AUTH_MODE=token among them), and every later sweep subprocess would inherit them: with
+    token auth, a driver's trials never start on a test cluster that runs without it."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        if dict(os.environ) != saved:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as sock:

@@ -39,9 +39,9 @@ from raysweep.tracking import (
 from raysweep.tracking_callback import MlflowTrialCallback
 
 try:  # tests/ as a package, or tests/ on sys.path (pytest's rootdir-relative import)
-    from tests.servers import MlflowServer, free_port
+    from tests.servers import MlflowServer, environment_kept, free_port
 except ImportError:
-    from servers import MlflowServer, free_port
+    from servers import MlflowServer, environment_kept, free_port
 
 # Ray workers cannot import this test module: ship the trainable and its helpers by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -158,9 +158,10 @@ def booting_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray(booting_server, ray_address):
     # The session's 2-CPU Ray (it starts while the server boots, if this module is the first to need it).
-    ray.init(address=ray_address, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with environment_kept():
+        ray.init(address=ray_address, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
