@@ -14,7 +14,9 @@ import re
 import select
 import struct
 import subprocess
+import sys
 import termios
+import textwrap
 import time
 
 import pytest
@@ -257,29 +259,37 @@ def test_after_resume_the_best_so_far_counts_trials_that_ended_before_and_the_et
                                                "elapsed, ETA unknown")  # nothing ended in this execution yet
 
 
-def test_after_fit_what_workers_print_stays_off_the_console(capfd, monkeypatch):
-    import ray
-    from ray._private.worker import global_worker_stdstream_dispatcher
+def test_after_fit_what_workers_print_stays_off_the_console():
+    # In a process of its own: a ray.init in this one would leave Ray's token auth set for the rest of the session,
+    # and the in-process Ray of a later test could no longer start work on the token-less test cluster.
+    script = textwrap.dedent("""
+        import ray
+        from ray._private.worker import global_worker_stdstream_dispatcher
+        from raysweep import progress
+        from tests.servers import wait_for
 
-    from tests.servers import wait_for
-
-    monkeypatch.setenv(progress.MODE_ENV, "plain")
-    delivered: list[str] = []  # what reached this driver from the workers, shown or not
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=True)
-    try:
+        delivered = []  # what reached this driver from the workers, shown or not
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=True)
         global_worker_stdstream_dispatcher.add_handler("probe", lambda data: delivered.extend(data["lines"]))
 
         @ray.remote
-        def say(text: str) -> None:
+        def say(text):
             print(text, flush=True)
 
         for text in ("during-fit", "after-fit"):
             ray.get(say.remote(text))
-            wait_for(lambda: text in delivered, timeout_s=60, what=f"{text!r} forwarded to the driver")  # noqa: B023
+            wait_for(lambda: text in delivered, timeout_s=60, what=f"{text!r} forwarded to the driver")
             if text == "during-fit":
                 progress.mute_workers()  # as run.run does once fit returns
-        shown = capfd.readouterr().out
-        assert "during-fit" in shown and "after-fit" not in shown
-    finally:
-        global_worker_stdstream_dispatcher.remove_handler("probe")
+        print("forwarded:", *delivered, flush=True)
         ray.shutdown()
+    """)
+    env = {**os.environ, progress.MODE_ENV: "plain"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = [line for line in done.stdout.splitlines() if not line.startswith("forwarded:")]
+    assert "forwarded: during-fit after-fit" in done.stdout  # both lines reached the driver...
+    assert any("during-fit" in line for line in shown)  # ...and only the one before fit ended was printed
+    assert not any("after-fit" in line for line in shown)
