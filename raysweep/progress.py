@@ -63,6 +63,10 @@ def quiet_ray(mode: str) -> None:
     # Tune's own advice after Ctrl-C (`Tuner.restore(...)`) is wrong for raysweep users, whatever the mode:
     # the summary says to rerun with --resume.
     logging.getLogger("ray.tune.tune").addFilter(_DropMessages("Experiment has been interrupted"))
+    # Ray colours the prefix of every line it forwards from its workers and raylets, "(raylet)" warnings such as a
+    # nearly full disk included, terminal or not. Into a file or a pipe those escape codes are noise.
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if mode == "verbose":
         return
     # Workers log "Checkpoint successfully created at: <300-character path>" at INFO every epoch. Ray's worker

@@ -259,15 +259,17 @@ def test_after_resume_the_best_so_far_counts_trials_that_ended_before_and_the_et
                                                "elapsed, ETA unknown")  # nothing ended in this execution yet
 
 
-def test_after_fit_what_workers_print_stays_off_the_console():
+def test_what_workers_print_reaches_a_file_as_plain_lines_until_fit_ends():
     # In a process of its own: a ray.init in this one would leave Ray's token auth set for the rest of the session,
     # and the in-process Ray of a later test could no longer start work on the token-less test cluster.
+    # Its stdout is a pipe, as `make demo > log` makes it a file.
     script = textwrap.dedent("""
         import ray
         from ray._private.worker import global_worker_stdstream_dispatcher
         from raysweep import progress
         from tests.servers import wait_for
 
+        progress.quiet_ray("plain")  # as run.cli does before Ray starts
         delivered = []  # what reached this driver from the workers, shown or not
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=True)
         global_worker_stdstream_dispatcher.add_handler("probe", lambda data: delivered.extend(data["lines"]))
@@ -293,3 +295,4 @@ def test_after_fit_what_workers_print_stays_off_the_console():
     assert "forwarded: during-fit after-fit" in done.stdout  # both lines reached the driver...
     assert any("during-fit" in line for line in shown)  # ...and only the one before fit ended was printed
     assert not any("after-fit" in line for line in shown)
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", done.stdout)  # Ray's colour codes in a file are noise
