@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,12 +72,32 @@ def device_report(device: torch.device) -> dict[str, Any]:
     return {"device": "cuda", "gpu_mem_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
 
 
+def quiet_exit_in_callbacks() -> None:
+    """In this (worker) process, say nothing when a SystemExit is raised where Python can only ignore it.
+
+    Ray stops a worker whose trials are over with SIGTERM, and its handler raises SystemExit wherever the worker is.
+    Inside a weakref or finalizer callback Python ignores that exception but prints "Exception ignored in ...",
+    a traceback that Ray forwards to the driver's console beside the summary: noise from a worker that exited
+    normally. Every other unraisable exception is printed as before."""
+    if getattr(sys.unraisablehook, "quiet_exit", False):
+        return
+    printed = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is None or not issubclass(unraisable.exc_type, SystemExit):
+            printed(unraisable)
+
+    hook.quiet_exit = True
+    sys.unraisablehook = hook
+
+
 def trainable(config: dict[str, Any], *, data: Dataset, repeats: int = 1) -> None:
     """The Ray Tune function trainable: one trial (with `repeats` seeds), reporting metrics and a checkpoint after
     every epoch."""
     import ray
     from ray import tune
 
+    quiet_exit_in_callbacks()
     trial = TrialConfig.from_dict(config)
     resources = ray.get_runtime_context().get_assigned_resources()
     torch.set_num_threads(max(1, int(resources.get("CPU", 1))))

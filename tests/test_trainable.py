@@ -3,6 +3,9 @@ one configuration trained with several seeds in one trial."""
 
 import pathlib
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import ray
@@ -15,6 +18,7 @@ from raysweep.optim import OPTIMIZERS
 from raysweep.seeds import seed_configs
 from raysweep.train import run_trial
 from raysweep.trainable import CHECKPOINT_FILE, SEED_METRICS, load_model, load_state
+from tests.sweep_runs import REPO
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,50 @@ def test_the_trainable_reports_the_device_it_trained_on(fake_tune, synthetic):
     trainable.trainable({"hidden": [8], "max_epochs": 2}, data=synthetic)
     assert [m["device"] for m in reported] == ["cpu", "cpu"]
     assert not any("gpu_mem_peak_mb" in m for m in reported)  # CUDA only
+
+
+def test_a_systemexit_python_must_ignore_is_not_printed_and_every_other_error_is():
+    # A fresh process: what Python prints for an exception it can only ignore (raised in a weakref callback, one of
+    # the places Ray's SIGTERM handler lands when it stops a worker), without and with the trainable's hook.
+    script = textwrap.dedent("""
+        import sys, weakref
+        from raysweep.trainable import quiet_exit_in_callbacks
+
+        class Target:
+            pass
+
+        def fire(kind):
+            target = Target()
+
+            def callback(_):
+                raise kind(f"raised-{kind.__name__}")
+
+            ref = weakref.ref(target, callback)
+            del target  # the callback runs here, and Python prints what it raises
+            return ref
+
+        if sys.argv[1] == "hooked":
+            quiet_exit_in_callbacks()
+            quiet_exit_in_callbacks()  # a reused worker runs the trainable again: one hook, not two
+        fire(SystemExit)
+        fire(ValueError)
+        print("still running")
+    """)
+    stderr = {}
+    for mode in ("plain", "hooked"):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+        assert done.returncode == 0 and done.stdout == "still running\n", done.stderr[-2000:]
+        stderr[mode] = done.stderr
+    assert "SystemExit: raised-SystemExit" in stderr["plain"] and "raised-ValueError" in stderr["plain"]
+    assert "SystemExit" not in stderr["hooked"]
+    assert "Exception ignored" in stderr["hooked"] and "ValueError: raised-ValueError" in stderr["hooked"]
+
+
+def test_the_trainable_sets_the_hook_in_its_worker(fake_tune, synthetic, monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)
+    trainable.trainable({"hidden": [8], "max_epochs": 1}, data=synthetic)
+    assert getattr(sys.unraisablehook, "quiet_exit", False)
 
 
 def test_on_cuda_the_report_adds_the_peak_memory_in_mib(monkeypatch):
