@@ -1,9 +1,12 @@
 """The report's charts written as PNG files, drawn by several processes at once when there are many.
 
-Drawing is most of the work after a sweep (about 0.3 s of one core per chart, one convergence chart per trial), and
-matplotlib draws in one thread, so `write_charts` hands part of the charts to child processes
-(`python -m raysweep.chart_files JOBS`), each drawing its share while this process draws its own. Every chart is the
-same file whoever draws it.
+Drawing is most of the work after a sweep (about 0.15-0.3 s of one core per chart, one convergence chart per trial),
+and matplotlib draws in one thread, so `write_charts` hands part of the charts to child processes
+(`python -m raysweep.chart_files`, told on stdin which file holds its share), each drawing its share while this
+process draws its own. Every chart is the same file whoever draws it.
+
+A child's start-up (Python, pandas, matplotlib: about 1 s) need not wait for the charts: `start_helpers` starts them
+early (run.py, as soon as fit returns) and the next `write_charts` hands them their shares.
 """
 
 from __future__ import annotations
@@ -28,6 +31,24 @@ CHARTS_PER_PROCESS = 8
 # One chart to draw: (the name of its function in raysweep.charts, its keyword arguments, its file).
 Job = tuple[str, dict[str, Any], Path]
 
+_helpers: list[subprocess.Popen] = []  # started by start_helpers, waiting for their share of the next write_charts
+
+
+def start_helpers(count: int | None = None) -> None:
+    """Start `count` drawing processes now (default: one per core beside this process) for the next write_charts.
+
+    Each imports what drawing needs and then waits for its share; one that is not needed exits when write_charts
+    releases it, or when this process ends."""
+    release_helpers()
+    count = (os.cpu_count() or 1) - 1 if count is None else count
+    _helpers.extend(_start_helper() for _ in range(count))
+
+
+def release_helpers() -> None:
+    """Let every waiting helper exit without drawing (not waited for: it may still be importing)."""
+    while _helpers:
+        _helpers.pop().stdin.close()  # it reads no share and exits 0
+
 
 def write_charts(summary: pd.DataFrame, history: pd.DataFrame, *, params: pd.DataFrame, out_dir: Path,
                  processes: int | None = None) -> list[Path]:
@@ -44,6 +65,7 @@ def write_charts(summary: pd.DataFrame, history: pd.DataFrame, *, params: pd.Dat
     shares = [jobs[i::processes] for i in range(processes)]  # round robin: mixed chart sizes in each share
     with tempfile.TemporaryDirectory() as folder:
         children = [_start_child(share, Path(folder) / f"jobs-{i}.pkl") for i, share in enumerate(shares[1:])]
+        release_helpers()  # more were started than there are shares
         try:
             draw(shares[0])
             for child in children:
@@ -97,12 +119,22 @@ def draw(jobs: list[Job]) -> None:
 
 
 def _start_child(jobs: list[Job], jobs_file: Path) -> subprocess.Popen:
-    """A process drawing `jobs`, handed over in a pickle file that this process wrote; it sees this one's sys.path."""
+    """A process drawing `jobs`, handed over in a pickle file that this process wrote: a waiting helper, else a new
+    one."""
     jobs_file.write_bytes(pickle.dumps(jobs))
+    child = _helpers.pop(0) if _helpers else _start_helper()
+    child.stdin.write(f"{jobs_file}\n")
+    child.stdin.flush()
+    return child
+
+
+def _start_helper() -> subprocess.Popen:
+    """A drawing process that sees this one's sys.path and waits on stdin for the file of its share."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    return subprocess.Popen([sys.executable, "-m", "raysweep.chart_files", str(jobs_file)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "raysweep.chart_files"], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 if __name__ == "__main__":
-    draw(pickle.loads(Path(sys.argv[1]).read_bytes()))  # a file written by _start_child of the parent process
+    if jobs_path := sys.stdin.readline().strip():  # a file written by _start_child; nothing: released unused
+        draw(pickle.loads(Path(jobs_path).read_bytes()))

@@ -116,7 +116,7 @@ def run(
     import ray
     from ray import tune
 
-    from raysweep import failures, progress, results, search, storage, tracking, trainable
+    from raysweep import chart_files, failures, progress, results, search, storage, tracking, trainable
     from raysweep.tracking_callback import MlflowTrialCallback
     from raysweep.trial_log import LOG_FILE, ExperimentEnd
 
@@ -200,10 +200,12 @@ def run(
         # processes to end, while the work after fit runs.
         ray_stopped = threading.Thread(target=ray.shutdown, name="raysweep-ray-shutdown", daemon=True)
         ray_stopped.start()
+        chart_files.start_helpers()  # the report's drawing processes start up while the work before the report runs
         try:
             return results.finish(sweep, result_grid=result_grid, dataset=dataset, sweep_run=sweep_run,
                                   results_dir=results_dir, experiment_end=ExperimentEnd.read(end_file))
         finally:
+            chart_files.release_helpers()  # none left waiting when the report was not drawn
             ray_stopped.join()
 
 

@@ -62,3 +62,24 @@ def test_by_default_a_process_draws_at_least_charts_per_process_charts(monkeypat
                                                                    label=[f"t{i}" for i in range(30)])
     chart_files.write_charts(summary, HISTORY, params=PARAMS, out_dir=tmp_path)  # 4 + 30 + 2 charts
     assert len(started) + 1 == 5 and min(started) >= chart_files.CHARTS_PER_PROCESS - 1
+
+
+def test_helpers_started_early_draw_the_next_charts_and_no_process_is_started_then(tmp_path, monkeypatch):
+    alone = chart_files.write_charts(SUMMARY, HISTORY, params=PARAMS, out_dir=tmp_path / "alone", processes=1)
+    chart_files.start_helpers(2)
+    helpers = list(chart_files._helpers)
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: started.append(args) or popen(*args, **kwargs))
+    shared = chart_files.write_charts(SUMMARY, HISTORY, params=PARAMS, out_dir=tmp_path / "shared", processes=2)
+    assert not started  # the waiting helper drew the child's share
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(alone, shared, strict=True))
+    assert [helper.wait(timeout=60) for helper in helpers] == [0, 0]  # the one not needed was released and exited
+    assert not chart_files._helpers
+
+
+def test_released_helpers_exit_without_drawing():
+    chart_files.start_helpers(1)
+    helper = chart_files._helpers[0]
+    chart_files.release_helpers()
+    assert helper.wait(timeout=60) == 0 and not chart_files._helpers
