@@ -6,13 +6,17 @@ batch size: 1 is stochastic, N is mini-batch, "full" is batch GD over the whole 
 
 Schedules are pure functions of the optimizer step, applied by setting the lr before each step: that is exactly
 Keras' `decay` (inverse time, per step), which the seeds used.
+
+The optimizers are torch's own classes with their torch.compile guards taken off (`eager`): the same code and state,
+without importing torch._dynamo (1-5 s) in every new trial worker.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -20,6 +24,31 @@ if TYPE_CHECKING:
     from raysweep.config import TrialConfig
 
 Params = Iterable[torch.nn.Parameter]
+OptimizerClass = TypeVar("OptimizerClass", bound=type[torch.optim.Optimizer])
+
+
+def eager(cls: OptimizerClass) -> OptimizerClass:
+    """`cls` with the wrappers torch puts around its methods for torch.compile unwrapped.
+
+    Each torch.optim optimizer imports torch._dynamo on its first construction or step (a guard that keeps
+    torch.compile from tracing into it), 1-5 s in a fresh process: the first epoch of every new trial worker paid it.
+    Trials never compile, so the subclass calls the undecorated methods: the same arithmetic and state dicts, the
+    same grad mode for step (torch's own wrapper sets it from `defaults["differentiable"]`), and step hooks and
+    profiling as before (Optimizer.__init__ wraps this class's step like any other's)."""
+    methods = {name: inspect.unwrap(getattr(cls, name))
+               for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict")}
+    step = inspect.unwrap(cls.step)
+
+    def eager_step(self: torch.optim.Optimizer, closure: Callable[[], float] | None = None) -> float | None:
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return step(self, closure)
+
+    return type(cls.__name__, (cls,), {**methods, "step": eager_step, "__doc__": cls.__doc__,
+                                       "__module__": __name__, "__qualname__": cls.__name__})
+
+
+SGD, Adam, AdamW, RMSprop, Adagrad = map(eager, (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW,
+                                                  torch.optim.RMSprop, torch.optim.Adagrad))
 
 
 def _sgd(params: Params, config: TrialConfig, *, momentum: float = 0.0, nesterov: bool = False) -> torch.optim.SGD:
@@ -28,7 +57,7 @@ def _sgd(params: Params, config: TrialConfig, *, momentum: float = 0.0, nesterov
         momentum = config.optimizer_momentum
     elif nesterov:
         momentum = 0.9  # Nesterov needs momentum; sgd with optimizer.nesterov=True gets the same default as "nesterov"
-    return torch.optim.SGD(
+    return SGD(
         params,
         lr=config.lr,
         momentum=momentum,
@@ -39,7 +68,7 @@ def _sgd(params: Params, config: TrialConfig, *, momentum: float = 0.0, nesterov
 
 
 def _adam(params: Params, config: TrialConfig, *, decoupled: bool = False) -> torch.optim.Optimizer:
-    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    kind = AdamW if decoupled else Adam
     return kind(
         params,
         lr=config.lr,
@@ -51,7 +80,7 @@ def _adam(params: Params, config: TrialConfig, *, decoupled: bool = False) -> to
 
 
 def _rmsprop(params: Params, config: TrialConfig) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(
+    return RMSprop(
         params,
         lr=config.lr,
         alpha=config.optimizer_rho,
@@ -63,7 +92,7 @@ def _rmsprop(params: Params, config: TrialConfig) -> torch.optim.Optimizer:
 
 
 def _adagrad(params: Params, config: TrialConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adagrad(
+    return Adagrad(
         params, lr=config.lr, eps=config.optimizer_eps, weight_decay=config.weight_decay, foreach=True
     )
 
