@@ -93,7 +93,11 @@ def connect(sweep: Sweep, *, address: str | None) -> float:
 
     from raysweep import resources
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    # A local Ray would start one idle worker per core for this driver: Tune's trial actors never take them (Tune
+    # gives its actors a runtime env, idle workers have none), so they only took CPU from Ray's start and the first
+    # trials. A cluster keeps its own settings.
+    local = {} if address else {"_system_config": {"prestart_worker_first_driver": False}}
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False, **local)
     capacity = resources.cluster_capacity()
     gpu = resources.trial_gpu(sweep.gpu, capacity=capacity)
     try:

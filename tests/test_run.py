@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from mlflow import MlflowClient
@@ -303,3 +304,30 @@ def test_after_a_killed_worker_trials_csv_the_sweep_run_and_each_trials_history_
     assert parent.data.metrics["best_epoch"] == int(best["best_epoch"])
     assert parent.data.tags["raysweep.best_run_id"] == trials[best["trial_id"]].info.run_id
 
+
+
+CONNECT = """
+import sys, time
+from pathlib import Path
+from raysweep import progress, run
+from raysweep.sweep import Sweep
+from tests.servers import processes
+
+progress.quiet_ray("quiet")
+run.connect(Sweep(name="x", cpu=1, gpu=0), address=None)
+time.sleep(3)  # Ray starts the idle workers it prestarts when the driver connects
+mine = {os.getpid()}
+for process in sorted(processes(), key=lambda p: p.pid):
+    if process.parent in mine:
+        mine.add(process.pid)
+titles = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")[0].decode() for pid in mine if pid != os.getpid()]
+print(sum(title.startswith("ray::IDLE") for title in titles), len(titles))
+"""
+
+
+def test_a_local_ray_starts_no_idle_workers_that_no_trial_would_take(tmp_path):
+    done = subprocess.run([sys.executable, "-c", "import os\n" + CONNECT], capture_output=True, text=True,
+                          cwd=REPO, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    idle, started = map(int, done.stdout.split()[-2:])
+    assert started >= 3 and idle == 0  # Ray's own processes ran (gcs, raylet, agents), but no idle worker
