@@ -201,11 +201,8 @@ def finish_sweep_run(
 
 def preload_model_export() -> None:
     """Import torch._dynamo (1-5 s), which log_best_trial's model export (torch.export) needs: run.run calls this in
-    a thread during fit, while the driver mostly waits for results.
-
-    Not done in the trial workers (as Ray's worker_process_setup_hook): every torch.optim optimizer imports it in its
-    constructor anyway, and a hook only moved that cost from a worker's first epoch to its start, where it delayed
-    the worker (docs/NOTES.md, session 5)."""
+    a thread during fit, while the driver mostly waits for results. (The trial workers never import it: see
+    optim.eager.)"""
     import torch._dynamo  # noqa: F401
 
 
