@@ -66,8 +66,9 @@ def most_at_once(intervals: list[tuple[float, float]], *, resolution: float = TI
 
     The timestamps are whole seconds, so both ends of a span may be early by up to a second, by a different amount
     for each trial: two trials one after the other can seem to overlap by less than a second. Trials that share a
-    GPU overlap by whole epochs."""
-    return max((sum(start <= t < end - resolution for start, end in intervals) for t, _ in intervals), default=0)
+    GPU overlap by whole epochs. A trial shorter than `resolution` still counts for itself."""
+    at_once = (sum(start <= t < end - resolution for start, end in intervals) for t, _ in intervals)
+    return max(at_once, default=0) or min(len(intervals), 1)
 
 
 def mean_at_once(intervals: list[tuple[float, float]]) -> float:

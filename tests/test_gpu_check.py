@@ -45,6 +45,13 @@ def test_most_at_once_counts_the_intervals_holding_the_busiest_instant():
     assert gpu_check.most_at_once([]) == 0
 
 
+def test_a_trial_shorter_than_the_timestamps_resolution_still_counts_as_one_at_a_time():
+    # Whole-second timestamps: a 0.6 s trial alone, then two 0.8 s trials in the same second.
+    assert gpu_check.most_at_once([(100.4, 101.0)]) == 1
+    assert gpu_check.most_at_once([(100.2, 101.0), (100.2, 101.0)]) == 1  # overlaps below the resolution do not count
+    assert gpu_check.most_at_once([(100.0, 104.0), (101.0, 104.0), (102.5, 103.0)]) == 2
+
+
 def test_mean_at_once_is_busy_time_over_the_union_of_the_intervals():
     assert gpu_check.mean_at_once([(0, 10), (2, 5), (4, 12), (10, 11)]) == pytest.approx((10 + 3 + 8 + 1) / 12)
     assert gpu_check.mean_at_once([(0, 2), (5, 6)]) == pytest.approx(1.0)  # a gap counts for neither
@@ -149,11 +156,12 @@ def fake_gpu_head() -> Iterator[str]:
 
 
 def test_on_fake_gpus_a_quarter_share_overlaps_trials_that_a_whole_gpu_runs_one_at_a_time(fake_gpu_head, tmp_path):
-    # Batch 4 (~360 steps per digits epoch) and 5 epochs make each trial outlast the start of the next trial's worker,
+    # Batch 4 (~360 steps per digits epoch) and 12 epochs make each trial outlast the start of the next trial's worker,
     # also when that start lags on a busy machine (with 2 epochs a quick first trial could end before the second
-    # worker was up, and Tune would reuse its worker: no overlap).
+    # worker was up, and Tune would reuse its worker: no overlap). 5 epochs were enough until a worker's first epoch
+    # stopped importing torch._dynamo (about 1 s).
     argv = [sys.executable, str(SCRIPT), "--address", fake_gpu_head, "--allow-cpu", "--sweeps", "quickstart",
-            "--settings", "1,0.25", "--num-samples", "3", "--max-epochs", "5", "--set", "scheduler=none",
+            "--settings", "1,0.25", "--num-samples", "3", "--max-epochs", "12", "--set", "scheduler=none",
             "--set", "fixed.batch_size=4", "--set", "cpu=0.5"]  # four half-CPU trials fit the head's two CPUs
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
@@ -161,7 +169,7 @@ def test_on_fake_gpus_a_quarter_share_overlaps_trials_that_a_whole_gpu_runs_one_
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = {float(m.group(1)): json.loads(m.group(2))
             for m in re.finditer(r"^\[quickstart gpu=([\d.]+)\] (\{.*\})$", done.stdout, re.MULTILINE)}
-    assert set(rows) == {1.0, 0.25} and all(r["trials"] == 3 and r["epochs"] == 15 for r in rows.values())
+    assert set(rows) == {1.0, 0.25} and all(r["trials"] == 3 and r["epochs"] == 36 for r in rows.values())
     assert rows[1.0]["most_at_once"] == 1  # one GPU, a whole GPU per trial: one trial at a time
     assert rows[0.25]["most_at_once"] >= 2  # quarters: trials shared the GPU
     assert re.search(r"^quickstart\s+0\.25\s", done.stdout, re.MULTILINE) and "device check skipped" in done.stdout
