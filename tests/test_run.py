@@ -305,9 +305,8 @@ def test_after_a_killed_worker_trials_csv_the_sweep_run_and_each_trials_history_
     assert parent.data.tags["raysweep.best_run_id"] == trials[best["trial_id"]].info.run_id
 
 
-
 CONNECT = """
-import sys, time
+import os, time
 from pathlib import Path
 from raysweep import progress, run
 from raysweep.sweep import Sweep
@@ -325,8 +324,8 @@ print(sum(title.startswith("ray::IDLE") for title in titles), len(titles))
 """
 
 
-def test_a_local_ray_starts_no_idle_workers_that_no_trial_would_take(tmp_path):
-    done = subprocess.run([sys.executable, "-c", "import os\n" + CONNECT], capture_output=True, text=True,
+def test_a_local_ray_starts_no_idle_workers_that_no_trial_would_take():
+    done = subprocess.run([sys.executable, "-c", CONNECT], capture_output=True, text=True,
                           cwd=REPO, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     idle, started = map(int, done.stdout.split()[-2:])
